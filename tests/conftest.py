@@ -1,0 +1,88 @@
+"""Shared fixtures: a seeded, offline, 2-thread world with small generated image folders."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault('MPLBACKEND', 'Agg')
+
+SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
+DOGSCATS = SHARED / 'data' / 'dogscats'
+
+# One colour per class, far apart, so a tiny model can learn them in a few steps.
+CLASS_COLOURS = {'ants': (200, 40, 40), 'bees': (40, 200, 40), 'cats': (40, 40, 200),
+                 'dogs': (200, 200, 40)}
+
+
+def noise_image(colour, sz: int = 32, rng: np.random.Generator | None = None) -> Image.Image:
+    """A `sz`x`sz` RGB image: the class colour plus uniform noise."""
+    rng = rng or np.random.default_rng(0)
+    base = np.array(colour, dtype=np.int16)
+    noise = rng.integers(-60, 61, size=(sz, sz, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def make_image_folder(root: Path, classes=('ants', 'bees'), n_train: int = 12, n_valid: int = 4,
+                      sz: int = 32, n_test: int = 0, seed: int = 0, ext: str = '.png') -> Path:
+    """Write `root/{train,valid}/<class>/<i>.png` (and a flat `root/test/`) and return root."""
+    rng = np.random.default_rng(seed)
+    for split, n in (('train', n_train), ('valid', n_valid)):
+        for cls in classes:
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                noise_image(CLASS_COLOURS[cls], sz, rng).save(d / f'{cls}_{i:03d}{ext}')
+    if n_test:
+        d = root / 'test'
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n_test):
+            cls = classes[i % len(classes)]
+            noise_image(CLASS_COLOURS[cls], sz, rng).save(d / f'{i:03d}{ext}')
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state."""
+    import random
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _offline_world(tmp_path_factory):
+    """No test may touch the network, and none may find weights cached by an earlier run."""
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    os.environ['TORCH_HOME'] = str(tmp_path_factory.mktemp('torch_home'))
+    os.environ['HF_HUB_OFFLINE'] = '1'
+
+    def refuse(*args, **kwargs):
+        raise OSError('network access is disabled in the test suite')
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, 'connect', refuse)
+    mp.setattr(socket, 'create_connection', refuse)
+    yield
+    mp.undo()
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Two classes of coloured 32x32 noise images: 12 train and 4 valid per class, 3 test."""
+    return make_image_folder(tmp_path / 'imgs', n_test=3)
+
+
+@pytest.fixture
+def dogscats() -> Path:
+    """The shared real photos (read-only); tests that use them are marked slow."""
+    if not DOGSCATS.is_dir():
+        pytest.skip(f'{DOGSCATS} is not present')
+    return DOGSCATS
