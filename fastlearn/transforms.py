@@ -1,0 +1,492 @@
+"""Image transforms the course's way: `tfms_from_model(arch, sz, ...)` gives a training and a
+validation pipeline, built on torchvision transforms v2 so masks, target images and boxes share
+the image's random draw.
+
+Speed comes from working small and in uint8: the decoded image is resized first (torch's
+antialiased uint8 kernel, several times faster than PIL's), the random geometry runs on that small
+image, and only the final sz x sz crop is turned into normalised floats.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .core import to_np
+
+__all__ = ['imagenet_stats', 'inception_stats', 'CropType', 'TfmType', 'RandomRotate',
+           'RandomLighting', 'RandomFlip', 'RandomDihedral', 'transforms_basic',
+           'transforms_side_on', 'transforms_top_down', 'Transforms', 'tfms_from_stats',
+           'tfms_from_model']
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+imagenet_stats: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+inception_stats: Stats = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+# RandomResizedCrop's range, as in the GoogLeNet paper and torchvision.
+_RRC_SCALE, _RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+class CropType(IntEnum):
+    """How the sz x sz square is cut: RANDOM (random on train, centre on valid), CENTER,
+    NO (squash the whole image), RANDOM_RESIZED (random area and aspect on train; the
+    course's GOOGLENET, kept as an alias)."""
+    RANDOM = 1
+    CENTER = 2
+    NO = 3
+    RANDOM_RESIZED = 4
+    GOOGLENET = 4
+
+
+class TfmType(IntEnum):
+    """What `y` is: NO (a label, untouched), PIXEL (an image), COORD (boxes), CLASS (a mask)."""
+    NO = 1
+    PIXEL = 2
+    COORD = 3
+    CLASS = 4
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float, example: str, *,
+                  integer: bool = False, optional: bool = False) -> Any:
+    """`value` as a float (an int if `integer`) in [lo, hi], or None if `optional`."""
+    if value is None and optional:
+        return None
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+        rule = (('a positive int' if lo == 1 else f'an int >= {lo}') if integer
+                else f'a number in [{lo}, {hi}]')
+        raise ValueError(f"{name} must be {rule}; got {value!r}. Pass e.g. {example}")
+    return int(value) if integer else float(value)
+
+
+def _check_enum(name: str, value: Any, enum: type, example: str) -> Any:
+    if not isinstance(value, enum):
+        raise TypeError(f"{name} must be a {enum.__name__}; got {value!r}. Pass e.g. {example}")
+    return value
+
+
+# ---------------------------------------------------------------- augmentations (v2 transforms)
+
+def _rotate_grid(h: int, w: int, angle: float) -> torch.Tensor:
+    """Sampling grid for a counter-clockwise rotation about the centre (torchvision's sense, so
+    boxes rotated by `TF.rotate` agree). Built in numpy: `F.affine_grid` is several times slower
+    at these sizes."""
+    a = math.radians(angle)
+    c, s = math.cos(a), math.sin(a)
+    xs = (np.arange(w, dtype=np.float32) * 2 + 1) / w - 1
+    ys = ((np.arange(h, dtype=np.float32) * 2 + 1) / h - 1)[:, None]
+    g = np.empty((1, h, w, 2), np.float32)
+    g[0, ..., 0] = c * xs - (s * h / w) * ys
+    g[0, ..., 1] = (s * w / h) * xs + c * ys
+    return torch.from_numpy(g)
+
+
+def _warp(t: torch.Tensor, angle: float, mode: str, padding: str) -> torch.Tensor:
+    h, w = t.shape[-2:]
+    x = t.as_subclass(torch.Tensor).reshape(1, -1, h, w).float()
+    out = F.grid_sample(x, _rotate_grid(h, w, angle), mode=mode, padding_mode=padding,
+                        align_corners=False).reshape(t.shape)
+    if not t.is_floating_point():
+        out = out.round_().clamp_(0, 255) if t.dtype == torch.uint8 else out.round_()
+    out = out.to(t.dtype)
+    return tv_tensors.wrap(out, like=t) if isinstance(t, tv_tensors.TVTensor) else out
+
+
+class RandomRotate(v2.Transform):
+    """`RandomRotate(10)`: with probability p, rotate by an angle uniform in [-deg, deg].
+
+    Images get a mirrored border (no black corners to learn from); masks get label 0 and
+    nearest-neighbour sampling; boxes become the box around the rotated box."""
+
+    def __init__(self, deg: float, p: float = 0.75) -> None:
+        super().__init__()
+        self.deg = _check_number('deg', deg, 0, 180, 'RandomRotate(10)')
+        self.p = _check_number('p', p, 0, 1, 'RandomRotate(10, p=0.75)')
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        u = torch.rand(2).tolist()
+        return {'angle': (2 * u[1] - 1) * self.deg if u[0] < self.p else 0.0}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        angle = params['angle']
+        if angle == 0.0:
+            return inpt
+        if isinstance(inpt, (tv_tensors.BoundingBoxes, Image.Image)):
+            return TF.rotate(inpt, angle, interpolation=v2.InterpolationMode.BILINEAR)
+        if isinstance(inpt, tv_tensors.Mask):
+            return _warp(inpt, angle, 'nearest', 'zeros')
+        return _warp(inpt, angle, 'bilinear', 'reflection')
+
+
+class RandomLighting(v2.Transform):
+    """`RandomLighting(0.05, 0.05)`: add a brightness offset uniform in [-b, b] and scale the
+    contrast about the image mean by 1+u or 1/(1-u), u uniform in [-c, c] (symmetric in ratio),
+    clipped to the valid range. Images (and PIXEL targets) only; masks and boxes pass through."""
+
+    def __init__(self, b: float, c: float) -> None:
+        super().__init__()
+        self.b = _check_number('b', b, 0, 1, 'RandomLighting(0.05, 0.05)')
+        self.c = _check_number('c', c, 0, 1, 'RandomLighting(0.05, 0.05)')
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        ub, uc = ((torch.rand(2) * 2 - 1) * torch.tensor([self.b, self.c])).tolist()
+        return {'b': ub, 'c': 1 / (1 - uc) if uc < 0 else 1 + uc}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, Image.Image):
+            return TF.to_pil_image(self.transform(TF.pil_to_tensor(inpt), params))
+        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        top = 1.0 if inpt.is_floating_point() else 255.0
+        x = inpt.as_subclass(torch.Tensor).float()
+        mu = x.mean()
+        x = x.sub_(mu).mul_(params['c']).add_(mu + params['b'] * top).clamp_(0, top)
+        x = x if inpt.is_floating_point() else x.round_().to(inpt.dtype)
+        return tv_tensors.wrap(x, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else x
+
+
+class RandomFlip(v2.RandomHorizontalFlip):
+    """`RandomFlip()`: mirror left-right with probability p (side-on photos)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__(_check_number('p', p, 0, 1, 'RandomFlip(p=0.5)'))
+
+
+class RandomDihedral(v2.Transform):
+    """`RandomDihedral()`: one of the 8 symmetries of the square, equally likely: a rotation by
+    0/90/180/270 degrees, then a left-right flip half the time (top-down photos, satellite)."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        k = int(torch.randint(8, ()))
+        return {'k': k % 4, 'flip': k >= 4}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        k, flip = params['k'], params['flip']
+        if isinstance(inpt, (tv_tensors.BoundingBoxes, Image.Image)):
+            out = TF.rotate(inpt, 90.0 * k, expand=True) if k else inpt
+            return TF.horizontal_flip(out) if flip else out
+        # rot90 moves whole pixels: exact, and far cheaper than resampling.
+        out = torch.rot90(inpt.as_subclass(torch.Tensor), k, dims=(-2, -1))
+        out = out.flip(-1) if flip else out
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+transforms_basic = [RandomRotate(10), RandomLighting(0.05, 0.05)]
+transforms_side_on = transforms_basic + [RandomFlip()]
+transforms_top_down = transforms_basic + [RandomDihedral()]
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+def _describe(t: Any) -> str:
+    """One line naming a transform and its parameters, free of memory addresses (the repr is
+    part of a cache key)."""
+    if hasattr(t, '__qualname__') and not isinstance(t, torch.nn.Module):
+        code = getattr(t, '__code__', None)  # tells apart lambdas that share a qualname
+        return f"{t.__module__}.{t.__qualname__}" + (f':{code.co_firstlineno}' if code else '')
+    if type(t).__repr__ is object.__repr__:
+        params = ', '.join(f'{k}={v!r}' for k, v in sorted(vars(t).items()))
+        text = f'{type(t).__qualname__}({params})'
+    else:
+        text = repr(t)
+    return re.sub(r' at 0x[0-9a-fA-F]+', '', ' '.join(text.split()))
+
+
+def _as_image(im: Any, what: str = 'im') -> tv_tensors.Image:
+    if isinstance(im, np.ndarray) and im.dtype == np.uint8:
+        im = Image.fromarray(im)
+    if not isinstance(im, Image.Image):
+        raise TypeError(f"{what} must be a PIL image (or a uint8 HWC array); got "
+                        f"{type(im).__name__}. Open files with PIL.Image.open(path)")
+    if im.mode != 'RGB':  # grayscale, palette, RGBA, CMYK: the models expect 3 channels
+        im = im.convert('RGB')
+    return tv_tensors.Image(TF.pil_to_tensor(im))
+
+
+def _as_mask(y: Any) -> tv_tensors.Mask:
+    a = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y))
+    if a.ndim != 2 or a.is_floating_point():
+        raise ValueError(f"a CLASS target must be an integer HxW mask (PIL 'L'/'P' or array); "
+                         f"got shape {tuple(a.shape)} dtype {a.dtype}")
+    return tv_tensors.Mask(a[None])
+
+
+def _as_boxes(y: Any, size: tuple[int, int]) -> tv_tensors.BoundingBoxes:
+    a = np.asarray(y, dtype=np.float32)
+    if a.size % 4:
+        raise ValueError(f"a COORD target must be (n, 4) boxes (top, left, bottom, right); "
+                         f"got {a.size} numbers")
+    a = a.reshape(-1, 4)[:, [1, 0, 3, 2]]  # TLBR -> torchvision's XYXY
+    return TF.clamp_bounding_boxes(tv_tensors.BoundingBoxes(a, format='XYXY', canvas_size=size))
+
+
+def _resize_to(t: Any, box: tuple[int, int, int, int], ref: tuple[int, int],
+               size: list[int]) -> Any:
+    """Crop `box` (top, left, height, width in the image's pixels, `ref` = its HxW) from `t`
+    and resize to `size`. A target stored at another resolution (a high-res PIXEL target, a
+    full-size mask beside a draft-decoded photo) gets the same box scaled to its own pixels."""
+    if t is None:
+        return None
+    hw = ref if isinstance(t, tv_tensors.BoundingBoxes) else tuple(t.shape[-2:])
+    if hw != ref:
+        fy, fx = hw[0] / ref[0], hw[1] / ref[1]
+        box = (round(box[0] * fy), round(box[1] * fx), round(box[2] * fy), round(box[3] * fx))
+    if box != (0, 0, *hw):
+        t = TF.crop(t, *box)  # a view: the resize below is the only pass over the pixels
+    # nearest-exact samples pixel centres like the image's bilinear kernel; NEAREST is off by half.
+    mode = (v2.InterpolationMode.NEAREST_EXACT if isinstance(t, tv_tensors.Mask)
+            else v2.InterpolationMode.BILINEAR)
+    return TF.resize(t, size, interpolation=mode, antialias=True)
+
+
+def _check_tfms(aug_tfms: Any) -> list[Callable]:
+    if aug_tfms is None:
+        return []
+    tfms = list(aug_tfms) if isinstance(aug_tfms, (list, tuple)) else [aug_tfms]
+    for i, t in enumerate(tfms):
+        if not callable(t):
+            raise TypeError(f"aug_tfms[{i}] must be a v2 transform or a callable on tv_tensors; "
+                            f"got {type(t).__name__} {t!r}. Pass e.g. aug_tfms=transforms_side_on")
+    return tfms
+
+
+def _check_stats(stats: Any) -> Stats:
+    try:
+        mean, std = (tuple(float(v) for v in s) for s in stats)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if not mean or len(mean) != len(std) or min(std) <= 0:
+        raise ValueError(f"stats must be (mean, std) with one value per channel and std > 0; "
+                         f"got {stats!r}. Pass e.g. imagenet_stats")
+    return mean, std
+
+
+class Transforms:
+    """`trn_tfms, val_tfms = tfms_from_model(resnet34, 224, aug_tfms=transforms_side_on)`, then
+    `x, y = trn_tfms(im, y)`: a PIL image to a normalised float32 CHW tensor of sz x sz.
+
+    Steps: resize the shorter side to sz (times a random zoom on train), squash to a square
+    (CropType.NO) or cut a random area (RANDOM_RESIZED, train); reflect-pad by `pad`; the
+    `aug_tfms` (train only); crop sz x sz; normalise. Validation (`is_train=False`) has no zoom,
+    pad or augmentation, and crops the centre, so RANDOM and RANDOM_RESIZED are stored as CENTER.
+    With zoom or pad, CropType.NO also crops its margin away (at random on train).
+
+    `tfm_y` says what `y` is and how it follows the image (one random draw for both): NO leaves it
+    untouched; PIXEL (an image) is transformed and normalised like x; CLASS (a PIL 'L'/'P' mask
+    or integer array) comes back as an int64 HxW tensor, resampled nearest-neighbour; COORD boxes
+    `(n, 4)` as (top, left, bottom, right) pixels of the image passed in (scale them if it was
+    decoded at reduced size) come back in the output's pixels, clipped to it.
+    `sz_y` gives a PIXEL or CLASS target another size: both are processed at the larger size
+    and the other one is resized down at the end.
+    """
+
+    def __init__(self, sz: int, stats: Stats = imagenet_stats, *, is_train: bool = True,
+                 aug_tfms: Sequence[Callable] | Callable | None = None,
+                 max_zoom: float | None = None, pad: int = 0,
+                 crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
+                 sz_y: int | None = None) -> None:
+        self.sz = _check_number('sz', sz, 1, math.inf, 'sz=224', integer=True)
+        self.sz_y = _check_number('sz_y', sz_y, 1, math.inf, 'sz_y=448', integer=True,
+                                  optional=True)
+        self.stats = _check_stats(stats)
+        self.crop_type = _check_enum('crop_type', crop_type, CropType, 'crop_type=CropType.CENTER')
+        self.tfm_y = _check_enum('tfm_y', TfmType.NO if tfm_y is None else tfm_y, TfmType,
+                                 'tfm_y=TfmType.CLASS')
+        self.is_train = bool(is_train)
+        self.aug_tfms = _check_tfms(aug_tfms)
+        self.max_zoom = _check_number('max_zoom', max_zoom, 1, 10, 'max_zoom=1.1', optional=True)
+        self.pad = _check_number('pad', pad, 0, math.inf, 'pad=4', integer=True)
+        if self.sz_y is not None and self.tfm_y not in (TfmType.PIXEL, TfmType.CLASS):
+            raise ValueError(f"sz_y sizes a PIXEL or CLASS target, but tfm_y is "
+                             f"TfmType.{self.tfm_y.name}; got sz_y={sz_y!r}. "
+                             f"Leave sz_y out or pass tfm_y=TfmType.PIXEL")
+        if not self.is_train and (self.aug_tfms or self.max_zoom is not None or self.pad):
+            raise ValueError(f"aug_tfms, max_zoom and pad apply to training only; is_train=False "
+                             f"got aug_tfms={aug_tfms!r}, max_zoom={max_zoom!r}, pad={pad!r}. "
+                             f"Leave them out")
+        if not self.is_train and self.crop_type in (CropType.RANDOM, CropType.RANDOM_RESIZED):
+            self.crop_type = CropType.CENTER  # what valid does with them: keeps reprs honest
+        self._work = max(self.sz, self.sz_y or self.sz)  # one size for x and y: one shared draw
+        self._pad = round(self.pad * self._work / self.sz)
+        self._rrc = v2.RandomResizedCrop(self._work, scale=_RRC_SCALE, ratio=_RRC_RATIO)
+        mean, std = (torch.tensor(v).view(-1, 1, 1) for v in self.stats)
+        self._inv_std, self._offset = 1 / std, -mean / std
+
+    @property
+    def draft_size(self) -> int:
+        """The smallest shorter side the decoded image must keep so that nothing is upsampled:
+        sz (or sz_y), times max_zoom on train; for RANDOM_RESIZED on train, divided by the
+        smallest crop's share of the side (sqrt(0.08 * 3/4) ~ 0.245 of a square image)."""
+        side = self._work * (self.max_zoom or 1.0) if self.is_train else float(self._work)
+        if self.is_train and self.crop_type is CropType.RANDOM_RESIZED:
+            side /= math.sqrt(_RRC_SCALE[0] * _RRC_RATIO[0])
+        return math.ceil(side - 1e-9)
+
+    def __call__(self, im: Image.Image, y: Any = None) -> tuple[torch.Tensor, Any]:
+        x = _as_image(im)
+        tgt = self._target(y, tuple(x.shape[-2:]))
+        x, tgt = self._resize(x, tgt)
+        if self.is_train:
+            x, tgt = self._augment(x, tgt)
+        x, tgt = self._crop(x, tgt)
+        return self._finish(x, tgt, y)
+
+    def _target(self, y: Any, size: tuple[int, int]) -> Any:
+        if self.tfm_y is TfmType.NO:
+            return None
+        if y is None:
+            raise ValueError(f"tfm_y=TfmType.{self.tfm_y.name} transforms y with the image, but "
+                             f"y is None. Pass the target, or tfm_y=None for labels")
+        if self.tfm_y is TfmType.PIXEL:
+            return _as_image(y, 'y')
+        return _as_mask(y) if self.tfm_y is TfmType.CLASS else _as_boxes(y, size)
+
+    def _resize(self, x: tv_tensors.Image, tgt: Any) -> tuple[Any, Any]:
+        h, w = x.shape[-2:]
+        side = self._work
+        if self.is_train and self.max_zoom is not None and float(torch.rand(())) < 0.75:
+            side = int(side * (1 + (self.max_zoom - 1) * float(torch.rand(()))))
+        box = (0, 0, h, w)
+        if self.is_train and self.crop_type is CropType.RANDOM_RESIZED:
+            p = self._rrc.make_params([x])
+            box = (p['top'], p['left'], p['height'], p['width'])
+            size = [side, side]
+        elif self.crop_type is CropType.NO:
+            size = [side, side]
+        else:  # shorter side to `side`, aspect kept (floored, never below `side`)
+            size = [side, max(side, w * side // h)] if h <= w else [max(side, h * side // w), side]
+        return _resize_to(x, box, (h, w), size), _resize_to(tgt, box, (h, w), size)
+
+    def _augment(self, x: Any, tgt: Any) -> tuple[Any, Any]:
+        if self._pad:
+            x = TF.pad(x, [self._pad], padding_mode='reflect')
+            if tgt is not None:  # a mirrored border carries mirrored labels; boxes just shift
+                mode = 'constant' if isinstance(tgt, tv_tensors.BoundingBoxes) else 'reflect'
+                tgt = TF.pad(tgt, [self._pad], padding_mode=mode)
+        sample = x if tgt is None else (x, tgt)
+        for t in self.aug_tfms:
+            sample = t(sample)
+        return (sample, None) if tgt is None else sample
+
+    def _crop(self, x: Any, tgt: Any) -> tuple[Any, Any]:
+        (h, w), n = x.shape[-2:], self._work
+        if (h, w) == (n, n):
+            return x, tgt
+        if self.is_train and self.crop_type is not CropType.CENTER:
+            top, left = (int(torch.randint(max(d - n, 0) + 1, ())) for d in (h, w))
+        else:  # torchvision's centre, so valid crops match v2.CenterCrop exactly
+            top, left = int(round((h - n) / 2.0)), int(round((w - n) / 2.0))
+        return TF.crop(x, top, left, n, n), None if tgt is None else TF.crop(tgt, top, left, n, n)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.as_subclass(torch.Tensor)
+        if x.is_floating_point():  # a custom augmentation already gave floats in [0, 1]
+            return torch.addcmul(self._offset, x.float(), self._inv_std).contiguous()
+        # one fused pass on the small crop: (x/255 - mean)/std
+        x = x.to(torch.float32, memory_format=torch.contiguous_format)
+        return x.mul_(self._inv_std / 255).add_(self._offset)
+
+    def _finish(self, x: Any, tgt: Any, y: Any) -> tuple[torch.Tensor, Any]:
+        if self._work != self.sz:
+            x = TF.resize(x, [self.sz, self.sz], antialias=True)
+        x = self._normalise(x)
+        if self.tfm_y is TfmType.NO:
+            return x, y
+        if isinstance(tgt, tv_tensors.BoundingBoxes):
+            return x, tgt.as_subclass(torch.Tensor).numpy()[:, [1, 0, 3, 2]].astype(np.float32)
+        if self.sz_y is not None and self._work != self.sz_y:
+            tgt = _resize_to(tgt, (0, 0, self._work, self._work), (self._work, self._work),
+                             [self.sz_y, self.sz_y])
+        if isinstance(tgt, tv_tensors.Mask):
+            mask = tgt.as_subclass(torch.Tensor)[0]
+            return x, mask.to(torch.int64, memory_format=torch.contiguous_format)
+        return x, self._normalise(tgt)
+
+    def denorm(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        """`data.val_ds.denorm(x)`: a normalised CHW or NCHW batch back to HWC/NHWC floats in
+        [0, 1], for plotting."""
+        a = to_np(x).astype(np.float32)
+        n = len(self.stats[0])
+        if a.ndim not in (3, 4) or a.shape[-3] != n:
+            raise ValueError(f"denorm needs a CHW or NCHW array with {n} channels; "
+                             f"got shape {a.shape}")
+        a = np.moveaxis(a, -3, -1) * np.float32(self.stats[1]) + np.float32(self.stats[0])
+        return np.clip(a, 0, 1).astype(np.float32)
+
+    def __repr__(self) -> str:
+        stats = ', '.join('(' + ', '.join(f'{v:.6g}' for v in s) + ')' for s in self.stats)
+        augs = ', '.join(_describe(t) for t in self.aug_tfms)
+        return (f"Transforms(sz={self.sz}, sz_y={self.sz_y}, is_train={self.is_train}, "
+                f"crop_type=CropType.{self.crop_type.name}, tfm_y=TfmType.{self.tfm_y.name}, "
+                f"max_zoom={self.max_zoom}, pad={self.pad}, stats=({stats}), aug_tfms=[{augs}])")
+
+
+# --------------------------------------------------------------------------- entry points
+
+def tfms_from_stats(stats: Stats, sz: int, aug_tfms: Sequence[Callable] | Callable | None = None,
+                    max_zoom: float | None = None, *, pad: int = 0,
+                    crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
+                    sz_y: int | None = None) -> tuple[Transforms, Transforms]:
+    """`tfms_from_stats(imagenet_stats, 224, aug_tfms=transforms_side_on, max_zoom=1.1)`:
+    `(trn_tfms, val_tfms)` normalising with `stats = (mean, std)`. The validation pipeline gets
+    no augmentation, zoom or pad, and crops the centre (or squashes, for CropType.NO)."""
+    trn = Transforms(sz, stats, is_train=True, aug_tfms=aug_tfms, max_zoom=max_zoom, pad=pad,
+                     crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y)
+    val = Transforms(sz, stats, is_train=False, crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y)
+    return trn, val
+
+
+def tfms_from_model(f_model: Any, sz: int, aug_tfms: Sequence[Callable] | Callable | None = None,
+                    max_zoom: float | None = None, *, pad: int = 0,
+                    crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
+                    sz_y: int | None = None) -> tuple[Transforms, Transforms]:
+    """`tfms_from_model(resnet34, 224, aug_tfms=transforms_side_on, max_zoom=1.1)`: as
+    `tfms_from_stats`, with the statistics the model was trained with (see `model_stats`)."""
+    return tfms_from_stats(model_stats(f_model), sz, aug_tfms, max_zoom, pad=pad,
+                           crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y)
+
+
+def model_stats(f_model: Any) -> Stats:
+    """`model_stats(resnet34)`: the (mean, std) a model's weights expect. In order: its `.stats`
+    (fastlearn's architecture table); for a timm name, timm's pretrained config; a timm model's
+    `pretrained_cfg`; a torchvision builder's default weights' `transforms()`; else
+    `imagenet_stats`. None of these downloads anything."""
+    stats = getattr(f_model, 'stats', None)
+    if stats is not None:
+        return _check_stats(stats)
+    if isinstance(f_model, str):
+        return _timm_stats(f_model) or _torchvision_stats(f_model) or imagenet_stats
+    cfg = getattr(f_model, 'pretrained_cfg', None)
+    if isinstance(cfg, dict) and 'mean' in cfg and 'std' in cfg:
+        return _check_stats((cfg['mean'], cfg['std']))
+    return _torchvision_stats(f_model) or imagenet_stats
+
+
+def _torchvision_stats(f_model: Any) -> Stats | None:
+    from torchvision.models import get_model_weights
+    try:
+        weights = get_model_weights(f_model)
+        preset = (getattr(weights, 'DEFAULT', None) or next(iter(weights))).transforms()
+        return _check_stats((preset.mean, preset.std))
+    except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+        return None  # not a torchvision builder, or weights whose preset has no normalisation
+
+
+def _timm_stats(name: str) -> Stats | None:
+    try:
+        from timm.models import get_pretrained_cfg  # optional; reads timm's registry, no download
+        cfg = get_pretrained_cfg(name)
+    except Exception:  # timm absent, or a name its registry rejects: fall back, as documented
+        return None
+    return None if cfg is None else _check_stats((cfg.mean, cfg.std))
