@@ -64,11 +64,19 @@ def _offline_world(tmp_path_factory):
     os.environ['TORCH_HOME'] = str(tmp_path_factory.mktemp('torch_home'))
     os.environ['HF_HUB_OFFLINE'] = '1'
 
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        # Unix sockets stay open: loader workers hand their batches back through them.
+        if sock.family == socket.AF_UNIX:
+            return real_connect(sock, address)
+        raise OSError(f'network access is disabled in the test suite (tried {address!r})')
+
     def refuse(*args, **kwargs):
         raise OSError('network access is disabled in the test suite')
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(socket.socket, 'connect', refuse)
+    mp.setattr(socket.socket, 'connect', connect)
     mp.setattr(socket, 'create_connection', refuse)
     yield
     mp.undo()
@@ -86,3 +94,23 @@ def dogscats() -> Path:
     if not DOGSCATS.is_dir():
         pytest.skip(f'{DOGSCATS} is not present')
     return DOGSCATS
+
+
+# ---- the tiny architecture (tests/tiny.py) ------------------------------------------------------
+
+@pytest.fixture(scope='session')
+def tiny_weights(tmp_path_factory) -> Path:
+    """Path to TinyNet "pretrained" weights: a state dict made with a fixed seed."""
+    from tiny import save_tiny_weights
+    return save_tiny_weights(tmp_path_factory.mktemp('tiny_weights') / 'tiny.pth')
+
+
+@pytest.fixture(scope='session')
+def tiny_arch(tiny_weights):
+    """The 'tiny' Arch (cut 3, split 1, ImageNet stats, nf 64) with `tiny_weights` as its
+    pretrained weights, registered so the name 'tiny' works too."""
+    from fastlearn.archs import ARCHS, register_arch
+    from tiny import tiny_arch_with
+    arch = register_arch(tiny_arch_with(tiny_weights), replace=True)
+    yield arch
+    ARCHS.pop('tiny', None)

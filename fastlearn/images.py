@@ -1,0 +1,389 @@
+"""Reading and scanning image files for `dataset.py`: `open_image`, cheap up-front checks of a
+folder's files and the bad-file policy, folder and CSV scanning, and the per-file step of
+`data.resize`."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .core import atomic_write, num_cpus
+
+# dataset.py also imports the scanning helpers below by name; these are the user-facing ones.
+__all__ = ['open_image', 'BadImageError', 'IMAGE_EXTENSIONS', 'check_image_file', 'folder_source',
+           'parse_csv_labels', 'resize_file']
+
+# Extensions whose files we read; each has a signature that `check_image_file` recognises.
+IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.tif',
+                              '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.pnm'})
+_SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n', b'GIF87a', b'GIF89a', b'BM', b'II*\x00',
+               b'MM\x00*', b'P1', b'P2', b'P3', b'P4', b'P5', b'P6')
+# Names that operating systems and tools leave beside the data; never data themselves.
+_IGNORED_NAMES = frozenset({'__MACOSX', 'Thumbs.db', 'desktop.ini', '__pycache__'})
+_ALPHA_MODES = frozenset({'RGBA', 'RGBa', 'LA', 'La', 'PA'})
+_BAD_FILE_POLICIES = ('skip', 'raise')
+_EXIF_ORIENTATION = 0x0112
+
+
+class BadImageError(ValueError):
+    """A file that should hold an image cannot be decoded (corrupt, truncated, not an image)."""
+
+
+def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
+    """An image file as an upright 3-channel 8-bit PIL image.
+
+        im = open_image(f'{PATH}valid/cats/cat.1001.jpg')
+
+    `draft_size`: for JPEGs, let the decoder shrink by 1/2, 1/4 or 1/8 while both sides stay
+    at least this long, much cheaper than decoding in full and resizing afterwards.
+    EXIF orientation is applied. Grayscale, CMYK, palette and YCbCr become RGB; transparent
+    pixels (RGBA, LA, palette or PNG transparency) are composited over white, as an image viewer
+    shows them (the colour stored under a transparent pixel is arbitrary, often black);
+    16-bit and 32-bit grayscale are scaled to 8 bits (see `_to_8bit`).
+    Raises FileNotFoundError for a missing file and `BadImageError` (a ValueError) naming the
+    file for one that cannot be decoded.
+    """
+    try:
+        with open(path, 'rb') as f:
+            im = Image.open(f)
+            if draft_size and im.format == 'JPEG':
+                im.draft('RGB', (int(draft_size), int(draft_size)))
+            im.load()
+        return _to_rgb(_upright(im))
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+        raise BadImageError(
+            f"cannot decode image {os.fspath(path)!r} ({type(e).__name__}: {e}); the file is "
+            "corrupt, truncated or not an image: replace or remove it (outside this library), or "
+            "build the data with check_images=True, on_bad_file='skip' to leave out every such "
+            "file up-front") from e
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block must not make a readable photo unreadable
+        return im
+    return ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == 'RGB':
+        return im
+    if im.mode in _ALPHA_MODES or 'transparency' in im.info:
+        rgba = im.convert('RGBA')
+        out = Image.new('RGB', im.size, (255, 255, 255))
+        out.paste(rgba, mask=rgba.getchannel('A'))
+        return out
+    if im.mode.startswith('I') or im.mode == 'F':
+        im = _to_8bit(im)
+    return im.convert('RGB')
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit ('I;16*') scales by its type's range (65535 → 255), so relative brightness is kept
+    across files. 32-bit int ('I') and float ('F') carry no range of their own: values already
+    within 0..255 are kept, within 0..65535 are treated as 16-bit, float within 0..1 as
+    fractions; anything else is stretched from its own min..max."""
+    a = np.asarray(im).astype(np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode.startswith('I;16') or (im.mode == 'I' and lo >= 0 and 255 < hi <= 65535):
+        a = a / 257.0
+    elif im.mode == 'F' and lo >= 0 and hi <= 1:
+        a = a * 255.0
+    elif lo < 0 or hi > 255:
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), 'L')
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden files and folders (`.DS_Store`, `.ipynb_checkpoints`, ...) and OS clutter."""
+    return name.startswith('.') or name in _IGNORED_NAMES
+
+
+def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | None:
+    """Why `path` cannot be an image, or None. Cheap: the extension, the size, the first bytes.
+    A truncated or corrupt image body is only found by decoding (`check_decodes`)."""
+    if Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+        return 'not an image extension'
+    if (os.path.getsize(path) if size is None else size) == 0:
+        return 'zero bytes'
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if head.startswith(_SIGNATURES) or (head[:4] == b'RIFF' and head[8:12] == b'WEBP'):
+        return None
+    return 'not an image (unrecognised file header)'
+
+
+def list_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image file names directly inside `folder` (sorted), and `(name, reason)` for files that
+    fail `check_image_file`. Ignored names and sub-folders are left out silently."""
+    good, bad = [], []
+    with os.scandir(folder) as it:
+        for e in it:
+            if is_ignored(e.name) or not e.is_file():
+                continue
+            why = check_image_file(e.path, e.stat().st_size)
+            if why:
+                bad.append((e.name, why))
+            else:
+                good.append(e.name)
+    return sorted(good), sorted(bad)
+
+
+def _decode_problem(path: Path) -> str | None:
+    try:
+        open_image(path, draft_size=1)  # smallest JPEG scale: still reads every byte
+    except (BadImageError, OSError) as e:
+        return str(e.__cause__ or e)
+    return None
+
+
+def check_decodes(root: Path, fnames: Sequence[str], max_workers: int) -> list[tuple[str, str]]:
+    """`(fname, reason)` for each file under `root` that does not decode, found in threads
+    (PIL releases the GIL while decoding)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        problems = list(pool.map(_decode_problem, [root / f for f in fnames]))
+    return [(f, why) for f, why in zip(fnames, problems) if why]
+
+
+def apply_bad_file_policy(bad: Iterable[tuple[str, str]], on_bad_file: str, where: str) -> None:
+    """`bad` holds `(fname, reason)`. 'raise': one error counting them and naming the first ten;
+    'skip': one warning doing the same (the caller leaves them out)."""
+    if on_bad_file not in _BAD_FILE_POLICIES:
+        raise ValueError(f"on_bad_file must be one of {_BAD_FILE_POLICIES}, got {on_bad_file!r}")
+    bad = list(bad)
+    if not bad:
+        return
+    listing = '; '.join(f'{name} ({why})' for name, why in bad[:10])
+    more = f'; and {len(bad) - 10} more' if len(bad) > 10 else ''
+    if on_bad_file == 'raise':
+        raise BadImageError(
+            f"{len(bad)} file(s) under {where} are not usable images: {listing}{more}. Remove them "
+            "from the folder (or the CSV), or pass on_bad_file='skip' to leave them out")
+    warnings.warn(f"skipped {len(bad)} file(s) under {where} that are not usable images: "
+                  f"{listing}{more} (on_bad_file='raise' makes this an error)", stacklevel=4)
+
+
+def resize_file(src: Path, dst: Path, targ_sz: int) -> str:
+    """Write `dst`, a copy of `src` whose shorter side is `targ_sz` (bilinear, upright, RGB);
+    an image already that small is copied byte for byte. Returns 'skipped' when `dst` exists and
+    is at least as new as `src`, else 'resized' or 'copied'. Written via a temporary file and
+    `os.replace`, so an interrupted run never leaves a partial `dst`."""
+    if src == dst:
+        return 'skipped'
+    if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
+        return 'skipped'
+    try:
+        with Image.open(src) as probe:
+            small, fmt = min(probe.size) <= targ_sz, probe.format
+    except Exception as e:
+        raise BadImageError(f"cannot decode image {os.fspath(src)!r} "
+                            f"({type(e).__name__}: {e})") from e
+    if small:
+        with open(src, 'rb') as fsrc, atomic_write(dst) as fdst:
+            shutil.copyfileobj(fsrc, fdst)
+        return 'copied'
+    im = open_image(src, draft_size=targ_sz)
+    w, h = im.size
+    scale = targ_sz / min(w, h)
+    new = (max(targ_sz, round(w * scale)), max(targ_sz, round(h * scale)))
+    im = im.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    save_fmt = Image.registered_extensions().get(dst.suffix.lower(), fmt or 'PNG')
+    with atomic_write(dst) as f:
+        im.save(f, format=save_fmt, **({'quality': 90} if save_fmt == 'JPEG' else {}))
+    return 'resized'
+
+
+def csv_val_idxs(val_idxs: Any, n: int) -> np.ndarray:
+    """`val_idxs` as unique row indices, checked against the CSV's `n` data rows."""
+    val = np.unique(np.asarray(val_idxs, dtype=np.int64).ravel())
+    if len(val) and (val.min() < 0 or val.max() >= n):
+        raise ValueError(f"val_idxs must index the CSV's {n} data rows (0..{n - 1}), got values "
+                         f"from {val.min()} to {val.max()}")
+    if len(val) in (0, n):
+        raise ValueError(f"val_idxs selects {len(val)} of {n} rows; both train and valid need "
+                         "rows: use get_cv_idxs(n)")
+    return val
+
+
+def screen_files(path: Path, bad: list[tuple[str, str]], names: list[str], on_bad_file: str,
+            check_images: bool) -> set[str]:
+    """Apply the bad-file policy once for a whole data set (decoding every file first when
+    `check_images`); the names to leave out."""
+    if check_images:
+        bad = bad + check_decodes(path, names, num_cpus())
+    apply_bad_file_policy(bad, on_bad_file, str(path))
+    return {f for f, _ in bad}
+
+
+def layout_hint(path: Path, trn: str, val: str) -> str:
+    return (f"from_paths expects one folder per class: {path / trn}/<class>/<image> and "
+            f"{path / val}/<class>/<image> (and optionally a flat {path}/<test_name>/<image>)")
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.is_dir() and not is_ignored(e.name))
+
+
+def folder_source(path: Path, folder: str, classes: Sequence[str] | None = None
+                  ) -> tuple[list[str], np.ndarray, list[str], list[tuple[str, str]], list[str]]:
+    """Scan `path/folder/<class>/*`: `(fnames, y, classes, bad, empty)` with fnames relative to
+    `path`, y class indices, classes sorted (or the given index, which must cover every
+    sub-folder), bad `(fname, reason)` for unusable files, empty the classes with no image."""
+    root = path / folder
+    found = _class_dirs(root)
+    classes = list(found if classes is None else classes)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"{root} has class folder(s) {unknown} that the training set "
+                         f"({classes}) lacks; add them to the training folder or remove them")
+    fnames, ys, bad, empty = [], [], [], []
+    for cls in found:
+        good, bad_here = list_images(root / cls)
+        fnames += [f'{folder}/{cls}/{n}' for n in good]
+        ys += [classes.index(cls)] * len(good)
+        bad += [(f'{folder}/{cls}/{n}', why) for n, why in bad_here]
+        if not good:
+            empty.append(f'{folder}/{cls}')
+    return fnames, np.array(ys, dtype=np.int64), classes, bad, empty
+
+
+def scan_test_folder(path: Path, test_name: str, classes: list[str], with_labels: bool
+                     ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """`(fnames, y, bad)` for a flat test folder (labels 0) or, `with_labels`, one folder per
+    class indexed by `classes`."""
+    root = path / test_name
+    if not root.is_dir():
+        raise FileNotFoundError(f"test folder {root} not found; pass test_name= the name of a "
+                                f"folder inside {path}, or test_name=None")
+    if with_labels:
+        fnames, y, _, bad, _ = folder_source(path, test_name, classes)
+        return fnames, y, bad
+    good, bad = list_images(root)
+    if not good and _class_dirs(root):
+        raise ValueError(f"test folder {root} holds sub-folders but no images; if it has one "
+                         "folder per class pass test_with_labels=True")
+    return [f'{test_name}/{n}' for n in good], np.zeros(len(good), np.int64), \
+        [(f'{test_name}/{n}', why) for n, why in bad]
+
+
+def parse_csv_labels(csv_path: Path, skip_header: bool = True, cat_separator: str = ' '
+                     ) -> list[tuple[int, str, list[str]]]:
+    """`(line number, file id, labels)` for each data row of a CSV: column 0 the id, column 1
+    the labels separated by `cat_separator`. Errors name the CSV, the line and the fix."""
+    rows, width, header_left = [], None, skip_header
+    with open(csv_path, newline='', encoding='utf-8-sig') as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if not any(c.strip() for c in row):
+                continue
+            where, width = f"{csv_path}, line {reader.line_num}", width or len(row)
+            if len(row) < 2:
+                raise ValueError(f"{where}: {row!r} has no label column; from_csv needs column 0 "
+                                 "= file id and column 1 = label(s), e.g. 'cat.1,cat'")
+            if len(row) != width:
+                raise ValueError(f"{where}: {len(row)} columns where the first row has {width}; "
+                                 "quote a label that contains a comma, or fix the row")
+            if header_left:
+                header_left = False
+                continue
+            if not row[0].strip():
+                raise ValueError(f"{where}: empty file id in column 0; fill it or remove the row")
+            rows.append((reader.line_num, row[0].strip(),
+                         [s for s in row[1].strip().split(cat_separator) if s]))
+    if not rows:
+        raise ValueError(f"{csv_path} has no data rows (skip_header={skip_header}); expected "
+                         "rows of 'file id,label(s)'")
+    return rows
+
+
+def csv_labels(rows: list[tuple[int, str, list[str]]], csv_path: Path, continuous: bool
+               ) -> tuple[np.ndarray, list[str] | None]:
+    """Labels as regression values `(n, k)` float32, class indices, or n-hot `(n, c)` float32
+    when any row has other than one label (the course's rule), with the sorted classes."""
+    if continuous:
+        k = len(rows[0][2])
+        for line, _, labels in rows:
+            if len(labels) != k or not k or not all(_is_float(v) for v in labels):
+                raise ValueError(f"{csv_path}, line {line}: continuous=True needs {k or 'some'} "
+                                 f"number(s) per row like line {rows[0][0]}, got {labels!r}")
+        return np.array([[float(v) for v in labels] for _, _, labels in rows], np.float32), None
+    classes = sorted({lbl for _, _, labels in rows for lbl in labels})
+    index = {c: i for i, c in enumerate(classes)}
+    if all(len(labels) == 1 for _, _, labels in rows):
+        return np.array([index[labels[0]] for _, _, labels in rows], np.int64), classes
+    if all(len(labels) <= 1 for _, _, labels in rows):
+        lines = [line for line, _, labels in rows if not labels]
+        warnings.warn(f"{csv_path}: line(s) {lines[:10]} have no label, so the data is treated as "
+                      "multi-label (n-hot); give every row one label for single-label data",
+                      stacklevel=3)
+    y = np.zeros((len(rows), len(classes)), np.float32)
+    for r, (_, _, labels) in enumerate(rows):
+        y[r, [index[lbl] for lbl in labels]] = 1
+    return y, classes
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_files(path: Path, folder: str, rows: list, suffix: str, csv_path: Path
+              ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Relative file names for the CSV's rows, and the unusable ones; a missing file is an error."""
+    fnames, bad = [], []
+    for line, fid, _ in rows:
+        fname = f'{folder}/{fid}{suffix}'
+        try:
+            size = os.stat(path / fname).st_size
+        except FileNotFoundError:
+            near = sorted(p.name for p in (path / folder).glob(f'{Path(fid).name}.*'))[:3]
+            hint = f"; files with that id exist: {near}, so pass suffix='{Path(near[0]).suffix}'" \
+                if near and not suffix else "; check `folder` and `suffix`, or remove the row"
+            raise FileNotFoundError(f"{csv_path}, line {line}: file {path / fname} does not "
+                                    f"exist{hint}") from None
+        why = check_image_file(path / fname, size)
+        if why:
+            bad.append((fname, why))
+        fnames.append(fname)
+    return fnames, bad
+
+
+def resize_dest(path: Path, new_path: str | os.PathLike, targ_sz: int) -> Path:
+    """`path/new_path/targ_sz` (or `new_path/targ_sz` when absolute), created and proven
+    writable."""
+    base = Path(new_path)
+    dest = (base if base.is_absolute() else path / base) / str(targ_sz)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        probe = dest / f'.write-test-{os.getpid()}'
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise type(e)(f"cannot write resized copies under {dest} ({e.strerror or e}); if {path} is "
+                      f"read-only, pass an absolute new_path in a folder you can write, e.g. "
+                      f"data.resize({targ_sz}, '/tmp/{path.name}')") from e
+    return dest
+
+
+def resize_one(job: tuple[Path, Path, int]) -> str | None:
+    """The error of resizing one file, as text, or None."""
+    try:
+        resize_file(*job)
+    except Exception as e:
+        return f'{type(e).__name__}: {e}'
+    return None
