@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 __all__ = ['to_np', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'default_device',
-           'num_cpus', 'default_num_workers', 'set_seed']
+           'num_cpus', 'default_num_workers', 'set_seed', 'subplots', 'figure']
 
 
 def to_np(x: Any) -> np.ndarray:
@@ -110,3 +110,45 @@ def set_seed(seed: int = 42) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+_figure_class = None
+
+
+def _notebook_figure_class() -> type:
+    """A Figure that skips IPython's display while pyplot still holds it.
+
+    A plot function returns its Figure, and Jupyter's inline backend also draws every open
+    figure when the cell ends, so a plot on a cell's last line would appear twice. These
+    figures leave the drawing to the backend while it holds them, and display normally once it
+    has let them go (shown again in a later cell, say).
+    """
+    global _figure_class
+    if _figure_class is None:
+        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+
+        class _Figure(Figure):
+            def _ipython_display_(self) -> None:
+                if self.number is not None and plt.fignum_exists(self.number):
+                    return
+                import io
+
+                from IPython.display import Image, display
+                buf = io.BytesIO()
+                self.savefig(buf, format='png', bbox_inches='tight')
+                display(Image(buf.getvalue()))
+        _figure_class = _Figure
+    return _figure_class
+
+
+def figure(**kwargs: Any) -> Any:
+    """`plt.figure` for the plots the library returns (drawn once in Jupyter)."""
+    import matplotlib.pyplot as plt
+    return plt.figure(FigureClass=_notebook_figure_class(), **kwargs)
+
+
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """`plt.subplots` for the plots the library returns (drawn once in Jupyter)."""
+    import matplotlib.pyplot as plt
+    return plt.subplots(*args, FigureClass=_notebook_figure_class(), **kwargs)
