@@ -1,0 +1,150 @@
+"""`ConvLearner.pretrained` and the names the course's `from fastlearn.conv_learner import *` gives.
+
+    from fastlearn.conv_learner import *
+    data = ImageClassifierData.from_paths(PATH, tfms=tfms_from_model(resnet34, 224,
+                                          aug_tfms=transforms_side_on, max_zoom=1.1))
+    learn = ConvLearner.pretrained(resnet34, data, precompute=True)
+    learn.fit(1e-2, 1)
+"""
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientnet_lite0, get_body,
+                    layer_groups, mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101,
+                    resnet152, resnext50, vgg16, wrn)
+from .dataset import ImageClassifierData, get_cv_idxs
+from .export import export_learner, load_learner
+from .layers import create_head, num_features, pool_flatten
+from .learner import Learner
+from .metrics import accuracy, accuracy_thresh
+from .model import predict_dl
+from .precompute import ArrayLoader, cache_key, cached_activations, weights_digest
+from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
+                         transforms_basic, transforms_side_on, transforms_top_down)
+
+__all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms_from_model',
+           'tfms_from_stats', 'transforms_basic', 'transforms_side_on', 'transforms_top_down',
+           'CropType', 'TfmType', 'imagenet_stats', 'accuracy', 'accuracy_thresh', 'np', 'load_learner',
+           'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
+           'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny']
+
+_SPLITS = {'trn': ('trn_ds', 'fix_dl'), 'val': ('val_ds', 'val_dl'), 'test': ('test_ds', 'test_dl')}
+
+
+class ConvLearner(Learner):
+    """A pretrained convolutional body, pooled, under a new head; optionally trained on the
+    body's cached activations (`precompute=True`)."""
+
+    def __init__(self, data: Any, model: nn.Module, layer_groups: Sequence[nn.Module], *,
+                 arch_name: str, xtra_cut: int = 0, **kwargs: Any) -> None:
+        super().__init__(data, model, layer_groups, **kwargs)
+        self.arch_name, self.xtra_cut = arch_name, xtra_cut
+        self._precompute = False
+        self._acts: dict[tuple[str, str], np.ndarray] = {}
+        self._warned_aug = False
+        self.head_config: dict | None = None  # ps and xtra_fc of a standard head, for export
+
+    @classmethod
+    def pretrained(cls, f: Any, data: Any, ps: float | Sequence[float] | None = None,
+                   xtra_fc: Sequence[int] | None = None, xtra_cut: int = 0,
+                   custom_head: nn.Module | None = None, precompute: bool = False,
+                   pretrained: bool = True, *, weights: Any = None, cut: Any = None,
+                   **kwargs: Any) -> 'ConvLearner':
+        """`ConvLearner.pretrained(resnet34, data, precompute=True)`: the architecture `f` (a
+        course name such as `resnet34`, a timm model name, or any module with `cut=`) cut before
+        its pooling, then concat pooling and a new head for `data.c` outputs. Only the head
+        trains until `unfreeze()`. `weights=` takes a local file or a state dict."""
+        arch = arch_for(f, cut=cut)
+        body = get_body(arch, pretrained=pretrained, weights=weights, xtra_cut=xtra_cut)
+        if custom_head is not None:
+            pool, head = nn.Identity(), custom_head
+        else:
+            pool = pool_flatten()
+            head = create_head(2 * num_features(body), data.c, ps=ps, xtra_fc=xtra_fc,
+                               is_multi=data.is_multi, is_reg=data.is_reg)
+        model = nn.Sequential(OrderedDict(body=body, pool=pool, head=head))
+        learn = cls(data, model, layer_groups(body, head, arch), arch_name=arch.name,
+                    xtra_cut=xtra_cut, **kwargs)
+        if custom_head is None:
+            learn.head_config = {'ps': ps, 'xtra_fc': None if xtra_fc is None else list(xtra_fc)}
+        learn.freeze()
+        learn.precompute = precompute
+        return learn
+
+    def export(self, fname: str) -> Any:
+        """Write weights plus what prediction needs (architecture, classes, size, stats,
+        transforms) to one file that `load_learner(fname)` opens without the training data."""
+        return export_learner(self, fname)
+
+    # --- precompute --------------------------------------------------------------------------
+    @property
+    def precompute(self) -> bool:
+        """When True, fit, lr_find and predict run the head on the body's cached activations."""
+        return self._precompute
+
+    @precompute.setter
+    def precompute(self, on: bool) -> None:
+        if on and any(self.trainable_groups()[:-1]):
+            raise ValueError('precompute=True needs a frozen body (the cache holds its activations); '
+                             'call learn.freeze() first')
+        if on and not self._warned_aug:
+            warnings.warn('precompute=True: the head trains on cached activations of un-augmented '
+                          'images, so aug_tfms have no effect; set learn.precompute = False to train '
+                          'with augmentation', stacklevel=2)
+            self._warned_aug = True
+        self._precompute = bool(on)
+
+    def activations(self, split: str = 'trn') -> np.ndarray:
+        """The body's pooled activations for 'trn' (read through `fix_dl`), 'val' or 'test',
+        from memory, from `tmp/`, or computed now; recomputed whenever the key changes."""
+        dl = getattr(self.data, _SPLITS[split][1])
+        ds = dl.dataset  # for 'trn' the train images under validation transforms
+        key = cache_key(arch=self.arch_name, weights=weights_digest(self.model.body),
+                        xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds)
+        if (split, key) not in self._acts:
+            features = nn.Sequential(self.model.body, self.model.pool)
+            self._acts = {k: v for k, v in self._acts.items() if k[0] != split}
+            self._acts[split, key] = cached_activations(
+                features, dl, self.tmp_path, f'x_act_{split}_{self.arch_name}_{self.xtra_cut}_{self.data.sz}',
+                key, device=self.device, channels_last=self.channels_last)
+        return self._acts[split, key]
+
+    def _training_setup(self) -> tuple[nn.Module, Any, Any]:
+        if not self._precompute:
+            return super()._training_setup()
+        bs = self.data.bs
+        trn = ArrayLoader(self.activations('trn'), self.data.trn_ds.y, bs, shuffle=True)
+        val = ArrayLoader(self.activations('val'), self.data.val_ds.y, bs)
+        return self.model.head, trn, val
+
+    def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        if not self._precompute:
+            return super().predict_with_targs(is_test)
+        split = 'test' if is_test else 'val'
+        self._eval_dl(is_test)  # a clear error when there is no test set
+        ds = getattr(self.data, _SPLITS[split][0])
+        return predict_dl(self.model.head, ArrayLoader(self.activations(split), ds.y, self.data.bs),
+                          activation=self.activation, device=self.device)
+
+    def freeze_to(self, n: int) -> None:
+        super().freeze_to(n)
+        if self._precompute and any(self.trainable_groups()[:-1]):
+            self._precompute = False
+            warnings.warn('precompute turned off: the body now trains, so its cached activations '
+                          'no longer apply', stacklevel=3)
+
+    def set_data(self, data: Any) -> None:
+        """Swap in new data (e.g. a larger size), keep the weights, refreeze, drop the cache."""
+        self._acts.clear()
+        super().set_data(data)
+
+    def __repr__(self) -> str:
+        return (f'{super().__repr__()}\n  arch {self.arch_name}, precompute '
+                f'{"on" if self._precompute else "off"}')

@@ -1,0 +1,116 @@
+"""A trained classifier as one file that predicts without the training data or any pickled code.
+
+    learn.export('cats_dogs.pth')
+    model = load_learner('cats_dogs.pth')
+    model.predict_image('kitten.jpg')     # ('cats', 0.98)
+
+The file holds tensors and plain values only (architecture name, head shape, classes, size,
+normalisation stats, crop type), so it loads with `torch.load(..., weights_only=True)`:
+unlike a pickled learner, opening it cannot run code.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .archs import arch_for, get_body
+from .core import atomic_write, default_device, to_np
+from .images import open_image
+from .layers import create_head, num_features, pool_flatten
+from .transforms import CropType, tfms_from_stats
+
+__all__ = ['export_learner', 'load_learner', 'Predictor']
+
+FORMAT = 'fastlearn-export-1'
+
+
+def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
+    """Write what prediction needs (see the module docstring), atomically."""
+    if learn.head_config is None:
+        raise ValueError('export needs the standard head; with custom_head, save the weights with '
+                         'learn.save(name) and rebuild the model to load them')
+    tfms = learn.data.val_dl.dataset.transform
+    if tfms is None:
+        raise ValueError('export needs the validation transforms (the size and normalisation '
+                         'prediction must repeat); build the data with tfms=tfms_from_model(...)')
+    data = learn.data
+    meta = {'format': FORMAT, 'arch': learn.arch_name, 'xtra_cut': learn.xtra_cut,
+            'classes': [str(c) for c in data.classes], 'c': int(data.c),
+            'is_multi': bool(data.is_multi), 'is_reg': bool(data.is_reg),
+            'sz': int(tfms.sz), 'stats': [list(map(float, s)) for s in tfms.stats],
+            'crop_type': int(tfms.crop_type), **learn.head_config,
+            'state_dict': {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
+    path = Path(fname)
+    with atomic_write(path) as f:
+        torch.save(meta, f)
+    return path
+
+
+def _build(meta: dict) -> nn.Module:
+    arch = arch_for(meta['arch'])
+    body = get_body(arch, pretrained=False, xtra_cut=meta['xtra_cut'])
+    head = create_head(2 * num_features(body), meta['c'], ps=meta['ps'], xtra_fc=meta['xtra_fc'],
+                       is_multi=meta['is_multi'], is_reg=meta['is_reg'])
+    return nn.Sequential(OrderedDict(body=body, pool=pool_flatten(), head=head))
+
+
+def load_learner(fname: str | os.PathLike, *, device: torch.device | str | None = None) -> 'Predictor':
+    """Load a file written by `learn.export(fname)` for prediction (tensors only: nothing is
+    unpickled, so a file from anywhere is safe to open)."""
+    path = Path(fname)
+    if not path.is_file():
+        raise FileNotFoundError(f'no exported model at {path}; write one with learn.export({str(path)!r})')
+    try:
+        meta = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling refusal or corruption
+        raise ValueError(f'{path} is not a fastlearn export ({type(e).__name__}: {e}); '
+                         'files from learn.save() hold weights only: load those with learn.load()') from e
+    if not isinstance(meta, dict) or meta.get('format') != FORMAT:
+        raise ValueError(f'{path} is not a fastlearn export (no {FORMAT!r} marker); files from '
+                         'learn.save() hold weights only: load those with learn.load(name)')
+    model = _build(meta)
+    model.load_state_dict(meta['state_dict'])
+    return Predictor(model, meta, device=device)
+
+
+class Predictor:
+    """An exported classifier: `predict_image(file)` gives `(class, probability)`."""
+
+    def __init__(self, model: nn.Module, meta: dict, *, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device else default_device()
+        self.model = model.to(self.device).eval()
+        self.classes: list[str] = meta['classes']
+        self.is_multi, self.is_reg = meta['is_multi'], meta['is_reg']
+        self.arch = meta['arch']
+        _, self.tfms = tfms_from_stats(tuple(map(tuple, meta['stats'])), meta['sz'],
+                                       crop_type=CropType(meta['crop_type']))
+
+    def __repr__(self) -> str:
+        return f'Predictor({self.arch}, sz {self.tfms.sz}, classes {self.classes})'
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[Any], bs: int = 32) -> np.ndarray:
+        """Probabilities, `(N, C)`, for image files or PIL images (regression: raw outputs)."""
+        out = []
+        for i in range(0, len(images), bs):
+            ims = [im if hasattr(im, 'convert') else open_image(im, self.tfms.draft_size)
+                   for im in images[i:i + bs]]
+            x = torch.stack([self.tfms(im.convert('RGB'))[0] for im in ims]).to(self.device)
+            logits = self.model(x)
+            out.append(to_np(logits if self.is_reg else
+                             torch.sigmoid(logits) if self.is_multi else F.softmax(logits, dim=-1)))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict_image(self, image: Any) -> tuple[str, float]:
+        """The most likely class of one image and its probability."""
+        probs = self.predict([image])[0]
+        i = int(probs.argmax())
+        return self.classes[i], float(probs[i])

@@ -1,0 +1,178 @@
+"""The training loop (the course called this module `model`): one step, one epoch, validate, predict.
+
+It knows nothing about layer groups, precompute or schedules: the learner hands it a model,
+loaders, a layer optimizer and callbacks, and the callbacks do the rest.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .core import sum_geom, to_np
+
+__all__ = ['FitState', 'fit', 'validate', 'predict_dl', 'to_device', 'print_table_row', 'epochs_for']
+
+
+@dataclass
+class FitState:
+    """What callbacks see: set `stop = True` to end training after the current batch."""
+    layer_opt: Any
+    n_batches: int
+    n_epochs: int
+    learn: Any = None
+    epoch: int = 0
+    iteration: int = 0
+    stop: bool = False
+    smooth_loss: float = float('nan')
+    losses: list = field(default_factory=list)
+
+
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move a tensor (or a tuple/list of them) to `device`; image batches optionally go
+    channels-last, the layout CPU and tensor-core convolutions run fastest in."""
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, channels_last) for b in batch)
+    if not isinstance(batch, torch.Tensor):
+        return batch
+    batch = batch.to(device, non_blocking=True)
+    if channels_last and batch.ndim == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def _in_notebook() -> bool:
+    shell = getattr(sys.modules.get('IPython'), 'get_ipython', lambda: None)()
+    return type(shell).__name__ == 'ZMQInteractiveShell'
+
+
+def _progress(iterable: Iterable, total: int, quiet: bool, desc: str):
+    """A tqdm bar: a widget in Jupyter, text in a terminal, nothing in a log file or when quiet."""
+    if quiet:
+        return iterable
+    if _in_notebook():
+        from tqdm.notebook import tqdm
+        return tqdm(iterable, total=total, desc=desc, leave=False)
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
+
+
+def print_table_row(values: Sequence, header: Sequence[str] | None = None) -> None:
+    """One line of the epoch table; `header` is printed first when given."""
+    if header is not None:
+        print(''.join(f'{h:<12}' for h in header))
+    cells = [f'{v:<12d}' if isinstance(v, int) else f'{v:<12.6f}' if isinstance(v, float) else f'{v!s:<12}'
+             for v in values]
+    print(''.join(cells).rstrip())
+
+
+def _step(model: nn.Module, x: Any, y: torch.Tensor, opt: torch.optim.Optimizer, crit: Callable,
+          clip: float | None) -> float:
+    out = model(*x) if isinstance(x, (list, tuple)) else model(x)
+    loss = crit(out, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.item()
+
+
+def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: Any, crit: Callable,
+        n_epochs: int, *, metrics: Sequence[Callable] = (), callbacks: Sequence[Any] = (),
+        activation: Callable | None = None, train_mode: Callable[[], None] | None = None,
+        learn: Any = None, device: torch.device | None = None, channels_last: bool = False,
+        clip: float | None = None, quiet: bool = False) -> list[float]:
+    """Train `model` for `n_epochs` and return the last `[val_loss, *metrics]`.
+
+    `train_mode` puts the model into training mode each epoch (the learner's version keeps
+    frozen layer groups, and their BatchNorm statistics, in eval mode).
+    """
+    device = device or torch.device('cpu')
+    state = FitState(layer_opt=layer_opt, n_batches=len(trn_dl), n_epochs=n_epochs, learn=learn)
+    names = ['epoch', 'trn_loss', 'val_loss', *[_metric_name(m) for m in metrics], 'time']
+    _call(callbacks, 'on_train_begin', state)
+    avg, vals = 0.0, []
+    for epoch in range(n_epochs):
+        state.epoch, start = epoch, time.perf_counter()
+        (train_mode or model.train)()
+        _call(callbacks, 'on_epoch_begin', state)
+        for x, y in _progress(trn_dl, len(trn_dl), quiet, f'epoch {epoch}'):
+            _call(callbacks, 'on_batch_begin', state)
+            x, y = to_device((x, y), device, channels_last)
+            loss = _step(model, x, y, layer_opt.opt, crit, clip)
+            # The course's smoothed loss: a debiased exponential moving average (beta 0.98).
+            avg = 0.98 * avg + 0.02 * loss
+            state.smooth_loss = avg / (1 - 0.98 ** (state.iteration + 1))
+            state.losses.append(loss)
+            _call(callbacks, 'on_batch_end', state, loss)
+            state.iteration += 1
+            if state.stop:
+                break
+        if val_dl is not None:
+            vals = validate(model, val_dl, crit, metrics, activation=activation, device=device,
+                            channels_last=channels_last)
+            if not quiet:
+                print_table_row([epoch, state.smooth_loss, *vals, f'{time.perf_counter() - start:.1f}s'],
+                                names if epoch == 0 else None)
+        _call(callbacks, 'on_epoch_end', state, vals)
+        if state.stop:
+            break
+    _call(callbacks, 'on_train_end', state)
+    return vals
+
+
+def _call(callbacks: Sequence[Any], hook: str, *args: Any) -> None:
+    for cb in callbacks:
+        getattr(cb, hook)(*args)
+
+
+def _metric_name(m: Callable) -> str:
+    return getattr(m, '__name__', type(m).__name__)
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, dl: Iterable, crit: Callable, metrics: Sequence[Callable] = (), *,
+             activation: Callable | None = None, device: torch.device | None = None,
+             channels_last: bool = False) -> list[float]:
+    """`[loss, *metrics]` over `dl`, each a batch-size-weighted mean. Metrics see the model's
+    output after `activation` (log-probabilities or probabilities), as the course's did."""
+    model.eval()
+    totals, n = np.zeros(1 + len(metrics)), 0
+    for x, y in dl:
+        x, y = to_device((x, y), device or torch.device('cpu'), channels_last)
+        out = model(x)
+        preds = activation(out) if activation else out
+        bs = len(y)
+        totals += bs * np.array([crit(out, y).item(), *[float(m(preds, y)) for m in metrics]])
+        n += bs
+    return (totals / max(n, 1)).tolist()
+
+
+@torch.inference_mode()
+def predict_dl(model: nn.Module, dl: Iterable, *, activation: Callable | None = None,
+               device: torch.device | None = None, channels_last: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs (after `activation`) and targets for every batch of `dl`, in loader order."""
+    model.eval()
+    preds, targs = [], []
+    for x, y in dl:
+        x = to_device(x, device or torch.device('cpu'), channels_last)
+        out = model(x)
+        preds.append(to_np(activation(out) if activation else out))
+        targs.append(to_np(y))
+    if not preds:
+        return np.zeros((0,)), np.zeros((0,))
+    return np.concatenate(preds), np.concatenate(targs)
+
+
+def epochs_for(n_cycle: int, cycle_len: float | None, cycle_mult: float) -> int:
+    """Whole epochs that `n_cycle` cycles take (`fit(lr, 3, cycle_len=1, cycle_mult=2)` is 7)."""
+    return math.ceil(sum_geom(cycle_len or 1, cycle_mult, n_cycle) - 1e-9)
