@@ -130,8 +130,9 @@ def _notebook_figure_class() -> type:
 
         class _Figure(Figure):
             def _ipython_display_(self) -> None:
-                if self.number is not None and plt.fignum_exists(self.number):
-                    return
+                inline = 'inline' in plt.get_backend()
+                if inline and self.number is not None and plt.fignum_exists(self.number):
+                    return  # the inline backend draws it when the cell ends
                 import io
 
                 from IPython.display import Image, display
