@@ -8,10 +8,13 @@
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 from torch import nn
@@ -25,7 +28,8 @@ from .layers import create_head, num_features, pool_flatten
 from .learner import Learner
 from .metrics import accuracy, accuracy_thresh
 from .model import predict_dl
-from .precompute import ArrayLoader, cache_key, cached_activations, weights_digest
+from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
+                         head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
                          transforms_basic, transforms_side_on, transforms_top_down)
 
@@ -34,6 +38,17 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'CropType', 'TfmType', 'imagenet_stats', 'accuracy', 'accuracy_thresh', 'np', 'load_learner',
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny']
+
+
+def _user_stacklevel() -> int:
+    """The `stacklevel` that makes a warning name the first line outside fastlearn (the
+    user's `learn.unfreeze()`, however deep inside the library the warning is raised)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 2  # level 1 is the function that warns
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 _SPLITS = {'trn': ('trn_ds', 'fix_dl'), 'val': ('val_ds', 'val_dl'), 'test': ('test_ds', 'test_dl')}
 
@@ -49,6 +64,7 @@ class ConvLearner(Learner):
         self._precompute = False
         self._acts: dict[tuple[str, str], np.ndarray] = {}
         self._warned_aug = False
+        self._digest = BodyDigest()  # the body's weights hash, kept while the body cannot change
         self.head_config: dict | None = None  # ps and xtra_fc of a standard head, for export
 
     @classmethod
@@ -75,7 +91,7 @@ class ConvLearner(Learner):
         if custom_head is None:
             learn.head_config = {'ps': ps, 'xtra_fc': None if xtra_fc is None else list(xtra_fc)}
         learn.freeze()
-        learn.precompute = precompute
+        learn._set_precompute(precompute)
         return learn
 
     def export(self, fname: str) -> Any:
@@ -91,29 +107,41 @@ class ConvLearner(Learner):
 
     @precompute.setter
     def precompute(self, on: bool) -> None:
+        self._set_precompute(on)
+
+    def _set_precompute(self, on: bool) -> None:
         if on and any(self.trainable_groups()[:-1]):
             raise ValueError('precompute=True needs a frozen body (the cache holds its activations); '
                              'call learn.freeze() first')
         if on and not self._warned_aug:
             warnings.warn('precompute=True: the head trains on cached activations of un-augmented '
                           'images, so aug_tfms have no effect; set learn.precompute = False to train '
-                          'with augmentation', stacklevel=2)
+                          'with augmentation', stacklevel=_user_stacklevel())
             self._warned_aug = True
         self._precompute = bool(on)
 
     def activations(self, split: str = 'trn') -> np.ndarray:
         """The body's pooled activations for 'trn' (read through `fix_dl`), 'val' or 'test',
-        from memory, from `tmp/`, or computed now; recomputed whenever the key changes."""
+        from memory, from `tmp/`, or computed now; recomputed whenever the key changes (files,
+        labels, size, validation transforms, body weights).
+
+            acts = learn.activations('val')     # (N, 2 * features) float32
+        """
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {list(_SPLITS)}, got {split!r}")
         dl = getattr(self.data, _SPLITS[split][1])
+        if dl is None:
+            raise ValueError(f'there is no {split} set: pass test_name= when building the data')
         ds = dl.dataset  # for 'trn' the train images under validation transforms
-        key = cache_key(arch=self.arch_name, weights=weights_digest(self.model.body),
+        key = cache_key(arch=self.arch_name, weights=self._digest(self.model.body),
                         xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds)
         if (split, key) not in self._acts:
             features = nn.Sequential(self.model.body, self.model.pool)
             self._acts = {k: v for k, v in self._acts.items() if k[0] != split}
+            prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
             self._acts[split, key] = cached_activations(
-                features, dl, self.tmp_path, f'x_act_{split}_{self.arch_name}_{self.xtra_cut}_{self.data.sz}',
-                key, device=self.device, channels_last=self.channels_last)
+                features, dl, self.tmp_path, prefix, key, device=self.device,
+                channels_last=self.channels_last)
         return self._acts[split, key]
 
     def _training_setup(self) -> tuple[nn.Module, Any, Any]:
@@ -124,26 +152,39 @@ class ConvLearner(Learner):
         val = ArrayLoader(self.activations('val'), self.data.val_ds.y, bs)
         return self.model.head, trn, val
 
+    def _fit_scope(self, model: nn.Module) -> ContextManager:
+        if model is self.model:
+            # The full model may train the body (fused optimizers and BatchNorm kernels do not
+            # move the version counters the digest memo watches): hash it afresh next time.
+            self._digest.invalidate()
+            return contextlib.nullcontext()
+        return head_threads(self.device)
+
     def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if not self._precompute:
             return super().predict_with_targs(is_test)
         split = 'test' if is_test else 'val'
         self._eval_dl(is_test)  # a clear error when there is no test set
         ds = getattr(self.data, _SPLITS[split][0])
-        return predict_dl(self.model.head, ArrayLoader(self.activations(split), ds.y, self.data.bs),
-                          activation=self.activation, device=self.device)
+        dl = ArrayLoader(self.activations(split), ds.y, self.data.bs)
+        with head_threads(self.device):
+            return predict_dl(self.model.head, dl, activation=self.activation, device=self.device)
 
     def freeze_to(self, n: int) -> None:
         super().freeze_to(n)
         if self._precompute and any(self.trainable_groups()[:-1]):
             self._precompute = False
             warnings.warn('precompute turned off: the body now trains, so its cached activations '
-                          'no longer apply', stacklevel=3)
+                          'no longer apply', stacklevel=_user_stacklevel())
 
     def set_data(self, data: Any) -> None:
-        """Swap in new data (e.g. a larger size), keep the weights, refreeze, drop the cache."""
-        self._acts.clear()
+        """Swap in new data (e.g. a larger size), keep the weights, refreeze, drop the cache
+        (precompute stays as it was; the next fit computes the new data's activations).
+
+            learn.set_data(get_data(299, bs)); learn.fit(1e-2, 3, cycle_len=1)
+        """
         super().set_data(data)
+        self._acts.clear()
 
     def __repr__(self) -> str:
         return (f'{super().__repr__()}\n  arch {self.arch_name}, precompute '

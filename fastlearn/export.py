@@ -42,8 +42,10 @@ def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
         raise ValueError('export needs the validation transforms (the size and normalisation '
                          'prediction must repeat); build the data with tfms=tfms_from_model(...)')
     data = learn.data
+    # regression data, and arrays given without classes, have no class names
+    classes = [str(c) for c in data.classes] if data.classes is not None else []
     meta = {'format': FORMAT, 'arch': learn.arch_name, 'xtra_cut': learn.xtra_cut,
-            'classes': [str(c) for c in data.classes], 'c': int(data.c),
+            'classes': classes, 'c': int(data.c),
             'is_multi': bool(data.is_multi), 'is_reg': bool(data.is_reg),
             'sz': int(tfms.sz), 'stats': [list(map(float, s)) for s in tfms.stats],
             'crop_type': int(tfms.crop_type), **learn.head_config,
@@ -88,6 +90,7 @@ class Predictor:
         self.device = torch.device(device) if device else default_device()
         self.model = model.to(self.device).eval()
         self.classes: list[str] = meta['classes']
+        self.c = int(meta['c'])
         self.is_multi, self.is_reg = meta['is_multi'], meta['is_reg']
         self.arch = meta['arch']
         _, self.tfms = tfms_from_stats(tuple(map(tuple, meta['stats'])), meta['sz'],
@@ -107,10 +110,16 @@ class Predictor:
             logits = self.model(x)
             out.append(to_np(logits if self.is_reg else
                              torch.sigmoid(logits) if self.is_multi else F.softmax(logits, dim=-1)))
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.c), np.float32)
 
     def predict_image(self, image: Any) -> tuple[str, float]:
-        """The most likely class of one image and its probability."""
+        """The most likely class of one image and its probability.
+
+            model.predict_image('kitten.jpg')     # ('cats', 0.98)
+        """
+        if self.is_reg or not self.classes:
+            raise ValueError('predict_image names a class, and this model has none (regression or '
+                             'no class names); use model.predict([image]) for its raw outputs')
         probs = self.predict([image])[0]
         i = int(probs.argmax())
         return self.classes[i], float(probs[i])

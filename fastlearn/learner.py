@@ -2,12 +2,13 @@
 predict and TTA — the whole API in the class body."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 import torch
@@ -26,13 +27,26 @@ __all__ = ['Learner']
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+def l1_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L1 loss with targets shaped like the outputs: `(N,)` targets against `(N, 1)` outputs
+    would otherwise broadcast to `(N, N)` and train on every pair."""
+    return F.l1_loss(out, y.view_as(out) if y.numel() == out.numel() else y)
+
+
 def _task_defaults(data: Any) -> tuple[Callable, Callable, list[Callable]]:
     """Loss, output activation and metrics that follow the data: the model emits logits."""
     if getattr(data, 'is_reg', False):
-        return F.l1_loss, (lambda out: out), []
+        return l1_loss, (lambda out: out), []
     if getattr(data, 'is_multi', False):
         return F.binary_cross_entropy_with_logits, torch.sigmoid, [accuracy_thresh(0.5)]
     return F.cross_entropy, (lambda out: F.log_softmax(out, dim=-1)), [accuracy]
+
+
+def _task(data: Any) -> tuple[int, str]:
+    """Outputs and kind of task: what a model built for `data` predicts."""
+    kind = ('regression' if getattr(data, 'is_reg', False) else
+            'multi-label' if getattr(data, 'is_multi', False) else 'single-label')
+    return int(data.c), kind
 
 
 def _resolve(base: Path, name: str | os.PathLike) -> Path:
@@ -75,6 +89,10 @@ class Learner:
         self._bn_freeze = False
 
     # --- layer groups ------------------------------------------------------------------------
+    def get_layer_groups(self) -> list[nn.Module]:
+        """The layer groups, earliest first, head last (one learning rate each)."""
+        return self.layer_groups
+
     def freeze_to(self, n: int) -> None:
         """Freeze layer groups `[:n]` and train groups `[n:]` (`freeze_to(-1)`: only the head)."""
         if not -len(self.layer_groups) <= n <= len(self.layer_groups):
@@ -98,6 +116,7 @@ class Learner:
         self._bn_freeze = b
 
     def trainable_groups(self) -> list[bool]:
+        """Per layer group: does any of its parameters train?"""
         return [any(p.requires_grad for p in g.parameters()) for g in self.layer_groups]
 
     def _train_mode(self, model: nn.Module) -> None:
@@ -117,10 +136,15 @@ class Learner:
         """The module to run and its train/valid loaders (the precompute learner overrides this)."""
         return self.model, self.data.trn_dl, self.data.val_dl
 
+    def _fit_scope(self, model: nn.Module) -> ContextManager:
+        """What training `model` needs around it (the precompute learner's head runs on one
+        CPU thread)."""
+        return contextlib.nullcontext()
+
     def _get_layer_opt(self, lrs: Any, wds: Any) -> LayerOptimizer:
         n = len(self.layer_groups)
         lrs = lr_range(lrs, n)
-        wds = listify(0.0 if wds is None else wds, n, 'wds', 'np.array([1e-6, 1e-5, 1e-4])')
+        wds = listify(0.0 if wds is None else wds, n, 'wds', f"np.array([{', '.join(['1e-4'] * n)}])")
         if self.layer_opt is None:
             self.layer_opt = LayerOptimizer(self.opt_fn, self.layer_groups, lrs, wds)
         else:
@@ -140,6 +164,7 @@ class Learner:
         """
         if not isinstance(n_cycle, (int, np.integer)) or n_cycle < 1:
             raise ValueError(f'n_cycle must be a positive integer, got {n_cycle!r}; e.g. fit(1e-2, 3)')
+        self._check_trainable()
         layer_opt = self._get_layer_opt(lrs, wds)
         n_epochs = epochs_for(n_cycle, cycle_len, cycle_mult)
         recorder = Recorder()
@@ -157,39 +182,54 @@ class Learner:
         self.sched = recorder
         return self._run(layer_opt, n_epochs, cbs, metrics=metrics, quiet=quiet)
 
+    def _check_trainable(self) -> None:
+        if not any(self.trainable_groups()):
+            raise ValueError(f'every one of the {len(self.layer_groups)} layer groups is frozen, so '
+                             'there is nothing to train; call learn.freeze() to train the head or '
+                             'learn.unfreeze() to train them all')
+
     def _run(self, layer_opt: LayerOptimizer, n_epochs: int, callbacks: list[Any], *,
              metrics: Sequence[Callable] | None = None, quiet: bool | None = None,
-             validate: bool = True) -> list[float]:
-        model, trn_dl, val_dl = self._training_setup()
-        return fit_loop(model, trn_dl, val_dl if validate else None, layer_opt, self.crit, n_epochs,
-                        metrics=self.metrics if metrics is None else metrics, callbacks=callbacks,
-                        activation=self.activation, train_mode=lambda: self._train_mode(model),
-                        learn=self, device=self.device, channels_last=self.channels_last,
-                        clip=self.clip, quiet=self.quiet if quiet is None else quiet)
+             validate: bool = True, setup: tuple[nn.Module, Any, Any] | None = None) -> list[float]:
+        model, trn_dl, val_dl = setup or self._training_setup()
+        with self._fit_scope(model):
+            return fit_loop(model, trn_dl, val_dl if validate else None, layer_opt, self.crit,
+                            n_epochs, metrics=self.metrics if metrics is None else metrics,
+                            callbacks=callbacks, activation=self.activation,
+                            train_mode=lambda: self._train_mode(model), learn=self,
+                            device=self.device, channels_last=self.channels_last, clip=self.clip,
+                            quiet=self.quiet if quiet is None else quiet,
+                            progress=model is self.model)
 
     def lr_find(self, start_lr: Any = 1e-5, end_lr: float = 10, wds: Any = None, linear: bool = False,
                 num_it: int | None = None) -> Recorder:
         """Raise the rate exponentially from `start_lr` to `end_lr` over one epoch (or `num_it`
-        batches), stopping when the loss explodes; then put the weights and optimizer back.
+        batches), stopping when the loss explodes; then put the weights, the optimizer state
+        and its rates back as they were.
 
             learn.lr_find(); learn.sched.plot()
+
+        With differential rates (`start_lr=np.array([1e-7, 1e-6, 1e-5])`) the last group sweeps
+        to `end_lr` and the others keep their ratio to it.
         """
-        layer_opt = self._get_layer_opt(start_lr, wds)
-        model_state = copy.deepcopy(self.model.state_dict())
-        opt_state = copy.deepcopy(layer_opt.state_dict())
-        lrs_before = list(layer_opt.lrs)
-        n_batches = len(self._training_setup()[1])
-        n_it = num_it or n_batches
+        self._check_trainable()
+        finder = LR_Finder(start_lr=float(lr_range(start_lr, len(self.layer_groups))[-1]),
+                           end_lr=end_lr, n_iter=num_it, linear=linear)
+        setup = self._training_setup()
+        model, n_batches = setup[0], len(setup[1])
+        model_state = copy.deepcopy(model.state_dict())
+        opt_state = copy.deepcopy(self.layer_opt.state_dict()) if self.layer_opt else None
         recorder = Recorder()
         try:
-            self._run(layer_opt, math.ceil(n_it / n_batches),
-                      [recorder, LR_Finder(start_lr=layer_opt.lrs[-1], end_lr=end_lr, n_iter=n_it,
-                                           linear=linear), _StopAfter(n_it)],
-                      validate=False, quiet=True)
+            layer_opt = self._get_layer_opt(start_lr, wds)
+            self._run(layer_opt, math.ceil((num_it or n_batches) / n_batches), [recorder, finder],
+                      validate=False, quiet=True, setup=setup)
         finally:
-            self.model.load_state_dict(model_state)
-            layer_opt.load_state_dict(opt_state)
-            layer_opt.set_lrs(lrs_before)
+            model.load_state_dict(model_state)
+            if opt_state is None:  # the next fit starts from a fresh optimizer, as it would have
+                self.layer_opt = None
+            else:
+                self.layer_opt.load_state_dict(opt_state)
         self.sched = recorder
         return recorder
 
@@ -218,6 +258,9 @@ class Learner:
             raise FileNotFoundError(f'no saved model {name!r} at {path}; saved models here: '
                                     f'{saved or "none"}')
         state = torch.load(path, map_location=self.device, weights_only=True)
+        if isinstance(state, dict) and 'format' in state and 'state_dict' in state:
+            raise ValueError(f'{path} is a file from learn.export(); open it with '
+                             f'load_learner({str(path)!r})')
         self.model.load_state_dict(state)
 
     def set_data(self, data: Any) -> None:
@@ -225,6 +268,11 @@ class Learner:
 
             learn.set_data(get_data(299, bs)); learn.fit(1e-2, 3, cycle_len=1)
         """
+        if _task(data) != _task(self.data):
+            (n_old, old), (n_new, new) = _task(self.data), _task(data)
+            raise ValueError(f'set_data needs data for the same outputs: the model predicts '
+                             f'{n_old} ({old}), the new data has {n_new} ({new}); build a new '
+                             'learner for it')
         self.data = data
         self.freeze()
 
@@ -271,26 +319,10 @@ class Learner:
 
     # --- what it is --------------------------------------------------------------------------
     def __repr__(self) -> str:
-        lrs = self.layer_opt.lrs if self.layer_opt else None
+        lrs = ('[' + ', '.join(f'{lr:.3g}' for lr in self.layer_opt.lrs) + ']'
+               if self.layer_opt else 'not set (no fit yet)')
         lines = [f'{type(self).__name__}: {len(self.layer_groups)} layer groups, lrs {lrs}']
         for i, (g, t) in enumerate(zip(self.layer_groups, self.trainable_groups())):
             n = sum(p.numel() for p in g.parameters())
             lines.append(f'  group {i}: {"trainable" if t else "frozen   "} {n:>11,} params')
         return '\n'.join(lines)
-
-
-class _StopAfter:
-    """Ends lr_find after exactly `n` batches when that is less than whole epochs."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_train_begin(self, state): pass
-    def on_epoch_begin(self, state): pass
-    def on_batch_begin(self, state): pass
-    def on_epoch_end(self, state, metrics): pass
-    def on_train_end(self, state): pass
-
-    def on_batch_end(self, state: Any, loss: float) -> None:
-        if state.iteration + 1 >= self.n:
-            state.stop = True

@@ -54,13 +54,17 @@ def _in_notebook() -> bool:
 
 
 def _progress(iterable: Iterable, total: int, quiet: bool, desc: str):
-    """A tqdm bar: a widget in Jupyter, text in a terminal, nothing in a log file or when quiet."""
+    """A tqdm bar: a widget in Jupyter (text there when ipywidgets is missing), text in a
+    terminal, nothing in a log file or when quiet."""
     if quiet:
         return iterable
-    if _in_notebook():
-        from tqdm.notebook import tqdm
-        return tqdm(iterable, total=total, desc=desc, leave=False)
     from tqdm import tqdm
+    if _in_notebook():
+        from tqdm.notebook import tqdm as tqdm_notebook
+        try:
+            return tqdm_notebook(iterable, total=total, desc=desc, leave=False)
+        except ImportError:  # "IProgress not found": the widget needs ipywidgets
+            return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stdout)
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
@@ -73,9 +77,14 @@ def print_table_row(values: Sequence, header: Sequence[str] | None = None) -> No
     print(''.join(cells).rstrip())
 
 
+def _forward(model: nn.Module, x: Any) -> torch.Tensor:
+    # A batch of several inputs (a tuple) goes to the model as separate arguments.
+    return model(*x) if isinstance(x, (list, tuple)) else model(x)
+
+
 def _step(model: nn.Module, x: Any, y: torch.Tensor, opt: torch.optim.Optimizer, crit: Callable,
           clip: float | None) -> float:
-    out = model(*x) if isinstance(x, (list, tuple)) else model(x)
+    out = _forward(model, x)
     loss = crit(out, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -89,11 +98,15 @@ def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: 
         n_epochs: int, *, metrics: Sequence[Callable] = (), callbacks: Sequence[Any] = (),
         activation: Callable | None = None, train_mode: Callable[[], None] | None = None,
         learn: Any = None, device: torch.device | None = None, channels_last: bool = False,
-        clip: float | None = None, quiet: bool = False) -> list[float]:
+        clip: float | None = None, quiet: bool = False, progress: bool = True) -> list[float]:
     """Train `model` for `n_epochs` and return the last `[val_loss, *metrics]`.
 
+        fit(model, data.trn_dl, data.val_dl, layer_opt, F.cross_entropy, 3, metrics=[accuracy])
+
     `train_mode` puts the model into training mode each epoch (the learner's version keeps
-    frozen layer groups, and their BatchNorm statistics, in eval mode).
+    frozen layer groups, and their BatchNorm statistics, in eval mode). `quiet` drops the epoch
+    table and the bar; `progress=False` only the per-batch bar (a head epoch on cached
+    activations is over before a bar could draw).
     """
     device = device or torch.device('cpu')
     state = FitState(layer_opt=layer_opt, n_batches=len(trn_dl), n_epochs=n_epochs, learn=learn)
@@ -104,7 +117,7 @@ def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: 
         state.epoch, start = epoch, time.perf_counter()
         (train_mode or model.train)()
         _call(callbacks, 'on_epoch_begin', state)
-        for x, y in _progress(trn_dl, len(trn_dl), quiet, f'epoch {epoch}'):
+        for x, y in _progress(trn_dl, len(trn_dl), quiet or not progress, f'epoch {epoch}'):
             _call(callbacks, 'on_batch_begin', state)
             x, y = to_device((x, y), device, channels_last)
             loss = _step(model, x, y, layer_opt.opt, crit, clip)
@@ -130,8 +143,11 @@ def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: 
 
 
 def _call(callbacks: Sequence[Any], hook: str, *args: Any) -> None:
+    # A callback need not subclass sgdr.Callback: a hook it lacks is skipped.
     for cb in callbacks:
-        getattr(cb, hook)(*args)
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(*args)
 
 
 def _metric_name(m: Callable) -> str:
@@ -148,7 +164,7 @@ def validate(model: nn.Module, dl: Iterable, crit: Callable, metrics: Sequence[C
     totals, n = np.zeros(1 + len(metrics)), 0
     for x, y in dl:
         x, y = to_device((x, y), device or torch.device('cpu'), channels_last)
-        out = model(x)
+        out = _forward(model, x)
         preds = activation(out) if activation else out
         bs = len(y)
         totals += bs * np.array([crit(out, y).item(), *[float(m(preds, y)) for m in metrics]])
@@ -165,7 +181,7 @@ def predict_dl(model: nn.Module, dl: Iterable, *, activation: Callable | None = 
     preds, targs = [], []
     for x, y in dl:
         x = to_device(x, device or torch.device('cpu'), channels_last)
-        out = model(x)
+        out = _forward(model, x)
         preds.append(to_np(activation(out) if activation else out))
         targs.append(to_np(y))
     if not preds:
