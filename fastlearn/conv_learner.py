@@ -133,7 +133,8 @@ class ConvLearner(Learner):
         if dl is None:
             raise ValueError(f'there is no {split} set: pass test_name= when building the data')
         ds = dl.dataset  # for 'trn' the train images under validation transforms
-        key = cache_key(arch=self.arch_name, weights=self._digest(self.model.body),
+        # repr(body) holds layer settings (BatchNorm eps, ...) that the weights digest does not.
+        key = cache_key(arch=f'{self.arch_name}\n{self.model.body!r}', weights=self._digest(self.model.body),
                         xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds)
         if (split, key) not in self._acts:
             features = nn.Sequential(self.model.body, self.model.pool)

@@ -116,12 +116,11 @@ _figure_class = None
 
 
 def _notebook_figure_class() -> type:
-    """A Figure that skips IPython's display while pyplot still holds it.
+    """A Figure that IPython displays exactly once.
 
-    A plot function returns its Figure, and Jupyter's inline backend also draws every open
-    figure when the cell ends, so a plot on a cell's last line would appear twice. These
-    figures leave the drawing to the backend while it holds them, and display normally once it
-    has let them go (shown again in a later cell, say).
+    A plot function returns its Figure, and Jupyter's inline backend also displays every open
+    figure when the cell ends, so a plot on a cell's last line would appear twice. Whichever
+    display comes first draws it and closes it in pyplot, so the backend does not draw it again.
     """
     global _figure_class
     if _figure_class is None:
@@ -130,15 +129,15 @@ def _notebook_figure_class() -> type:
 
         class _Figure(Figure):
             def _ipython_display_(self) -> None:
-                inline = 'inline' in plt.get_backend()
-                if inline and self.number is not None and plt.fignum_exists(self.number):
-                    return  # the inline backend draws it when the cell ends
                 import io
 
                 from IPython.display import Image, display
                 buf = io.BytesIO()
                 self.savefig(buf, format='png', bbox_inches='tight')
                 display(Image(buf.getvalue()))
+                if 'inline' in plt.get_backend() and self.number is not None \
+                        and plt.fignum_exists(self.number):
+                    plt.close(self)
         _figure_class = _Figure
     return _figure_class
 

@@ -60,11 +60,12 @@ def _progress(iterable: Iterable, total: int, quiet: bool, desc: str):
         return iterable
     from tqdm import tqdm
     if _in_notebook():
-        from tqdm.notebook import tqdm as tqdm_notebook
         try:
-            return tqdm_notebook(iterable, total=total, desc=desc, leave=False)
-        except ImportError:  # "IProgress not found": the widget needs ipywidgets
-            return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stdout)
+            import ipywidgets  # noqa: F401  (the widget bar needs it; without, a text bar
+        except ImportError:     # would scroll escape codes through the cell)
+            return iterable
+        from tqdm.notebook import tqdm as tqdm_notebook
+        return tqdm_notebook(iterable, total=total, desc=desc, leave=False)
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 

@@ -64,15 +64,15 @@ def test_figures_display_when_no_inline_backend_will(displayed):
     plt.close(fig)
 
 
-def test_figures_leave_drawing_to_the_inline_backend_while_it_holds_them(displayed, monkeypatch):
+def test_figures_are_drawn_once_under_the_inline_backend(displayed, monkeypatch):
     import matplotlib.pyplot as plt
     fig, _ = subplots()
     monkeypatch.setattr(plt, 'get_backend', lambda: 'module://matplotlib_inline.backend_inline')
-    fig._ipython_display_()                 # a plot on a cell's last line: drawn once, by the backend
-    assert displayed == []
-    plt.close(fig)                          # the backend let it go: showing it again works
-    fig._ipython_display_()
+    fig._ipython_display_()                 # a plot on a cell's last line
     assert len(displayed) == 1
+    assert not plt.fignum_exists(fig.number)  # so the backend's end-of-cell pass skips it
+    fig._ipython_display_()                 # shown again later: still works
+    assert len(displayed) == 2
 
 
 def test_default_workers_suit_the_platform(monkeypatch):
