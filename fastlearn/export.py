@@ -73,7 +73,7 @@ def load_learner(fname: str | os.PathLike, *, device: torch.device | str | None 
     try:
         meta = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling refusal or corruption
-        raise ValueError(f'{path} is not a fastlearn export ({type(e).__name__}: {e}); '
+        raise ValueError(f'{path} is not a fastlearn export ({type(e).__name__}; the file does not hold only tensors and plain values); '
                          'files from learn.save() hold weights only: load those with learn.load()') from e
     if not isinstance(meta, dict) or meta.get('format') != FORMAT:
         raise ValueError(f'{path} is not a fastlearn export (no {FORMAT!r} marker); files from '
