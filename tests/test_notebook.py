@@ -3,7 +3,6 @@ digits when the photos are absent), 64 px, one cycle per fit, in a temporary fol
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
