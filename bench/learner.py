@@ -27,9 +27,10 @@ median seconds of each side, and the ratio of the bests (the machine is shared: 
 ever adds time, so the best is the least disturbed). Every line carries the 1-minute load
 average. Compare ratios within one run, never seconds across runs.
 
-Environment that changes the figures (set it on the command line, it must be there before torch
-loads): `OMP_WAIT_POLICY=PASSIVE` (OpenMP threads sleep instead of spinning at the end of each
-parallel region), `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. The header prints both.
+fastlearn is imported before torch, as the course's header does, so its default
+`OMP_WAIT_POLICY=PASSIVE` applies to both sides (the header prints the policy in force). To see
+other settings set them on the command line (`OMP_WAIT_POLICY=ACTIVE`,
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`); bench/threads.py compares them with torch's own default.
 """
 from __future__ import annotations
 
@@ -41,14 +42,15 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+# fastlearn first: it chooses OpenMP's wait policy, which OpenMP reads once, when torch loads.
+from fastlearn.archs import efficientnet_lite0, get_body  # isort: skip
+from fastlearn.conv_learner import ConvLearner  # isort: skip
+from fastlearn.dataset import ImageClassifierData  # isort: skip
+from fastlearn.transforms import tfms_from_model, transforms_side_on  # isort: skip
 
-from fastlearn.archs import efficientnet_lite0, get_body
-from fastlearn.conv_learner import ConvLearner
-from fastlearn.dataset import ImageClassifierData
-from fastlearn.transforms import tfms_from_model, transforms_side_on
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
 CL = torch.channels_last

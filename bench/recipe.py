@@ -30,12 +30,13 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+# fastlearn first: it chooses OpenMP's wait policy, which OpenMP reads once, when torch loads.
+from fastlearn.conv_learner import (ConvLearner, ImageClassifierData, accuracy,  # isort: skip
+                                    efficientnet_lite0, tfms_from_model, transforms_side_on)
+from fastlearn.core import set_seed  # isort: skip
 
-from fastlearn.conv_learner import (ConvLearner, ImageClassifierData, accuracy, efficientnet_lite0,
-                                    tfms_from_model, transforms_side_on)
-from fastlearn.core import set_seed
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
 

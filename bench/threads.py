@@ -11,8 +11,11 @@ augmented images, then validation) and one head epoch on cached activations
 (`precompute=True`, after the cache is filled, whose time is reported too).
 
 A configuration is `t<torch threads>w<loader workers>`, plus `p` for `OMP_WAIT_POLICY=PASSIVE`
-(threads sleep at the end of a parallel region instead of spinning) and `h` for
-`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. `t2w2` is what fastlearn does by default on 2 cores.
+(threads sleep at the end of a parallel region instead of spinning; what `import fastlearn`
+sets when it comes before torch) and `h` for `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`. Without
+`p`, torch loads before fastlearn with the policy unset: OpenMP's own default, which spins for a
+while before sleeping (what a user who imports torch first gets). `t2w2p` is fastlearn's default
+on 2 cores; `t2w2` is torch's.
 Configurations alternate, `--repeats` rounds; each figure is the best of its rounds (load only
 adds time), printed with the 1-minute load average seen during its runs.
 """
@@ -34,13 +37,16 @@ CONFIG = re.compile(r'^t(\d+)w(\d+)([ph]*)$')
 
 def child(args) -> None:
     """One configuration, in this process: print one JSON line of timings."""
+    import importlib
     import tempfile
     import warnings
 
-    import torch
-
+    if 'p' not in CONFIG.match(args.child).group(3):
+        os.environ.pop('OMP_WAIT_POLICY', None)
+        importlib.import_module('torch')  # OpenMP loads now, before fastlearn could set a policy
     from fastlearn.conv_learner import (ConvLearner, ImageClassifierData, efficientnet_lite0,
                                         tfms_from_model, transforms_side_on)
+    import torch
     warnings.simplefilter('ignore')
     threads, workers = (int(v) for v in CONFIG.match(args.child).groups()[:2])
     torch.set_num_threads(threads)
@@ -75,6 +81,7 @@ def child(args) -> None:
 def run_config(config: str, args) -> dict:
     m = CONFIG.match(config)
     env = dict(os.environ)
+    env.pop('OMP_WAIT_POLICY', None)
     if 'p' in m.group(3):
         env['OMP_WAIT_POLICY'] = 'PASSIVE'
     if 'h' in m.group(3):
