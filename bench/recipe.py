@@ -1,9 +1,10 @@
 """The lesson-1 recipe, stage by stage: validation accuracy and seconds after each stage.
 
     .venv/bin/python bench/recipe.py [--data ../shared/data/dogscats] [--sz 224] [--bs 32]
-                                     [--unfrozen-cycles 2] [--seed 0]
+                                     [--head-cycles 3] [--unfrozen-cycles 3] [--seed 0]
 
-What tests/test_recipe.py runs at sz 128 (and asserts on), here at any size and as figures:
+The course's full recipe (tests/test_recipe.py runs a shortened one at sz 128 and asserts on it),
+here at any size and as figures:
 EfficientNet-Lite0 with its offline ImageNet weights, the course's transforms (side-on, max_zoom
 1.1), the cache and saved weights in a temp folder (the photos' folder is never written).
 
@@ -11,15 +12,15 @@ EfficientNet-Lite0 with its offline ImageNet weights, the course's transforms (s
     learn.lr_find()                                  # lr_find's suggestion is printed
     learn.fit(3e-3, 1)                               # head on cached activations
     learn.precompute = False
-    learn.fit(1e-2, 1, cycle_len=1)                  # head, augmented images
+    learn.fit(3e-3, 3, cycle_len=1)                  # head, augmented images
     learn.save(...); learn.load(...)
     learn.unfreeze(); learn.bn_freeze(True)
-    learn.fit(np.array([1e-5, 1e-4, 1e-3]), n, cycle_len=1, cycle_mult=2)
+    learn.fit(np.array([3e-5, 3e-4, 3e-3]), 3, cycle_len=1, cycle_mult=2)   # 7 epochs
     log_preds, y = learn.TTA()
 
-The rates and `bn_freeze(True)` are explained in tests/test_recipe.py and bench/README.md.
-A full run at sz 224 with `--unfrozen-cycles 2` (3 unfrozen epochs) takes 10-25 minutes on 2
-busy cores.
+The rates (the course's rule `[lr/100, lr/10, lr]` with lr = 3e-3) and `bn_freeze(True)` are
+explained in tests/test_recipe.py. A full run at sz 224 takes about 15 minutes on 2 idle cores
+(bench/README.md has the figures).
 """
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ def main() -> None:
     ap.add_argument('--data', type=Path, default=DEFAULT_DATA, help='folder with train/ and valid/')
     ap.add_argument('--sz', type=int, default=224)
     ap.add_argument('--bs', type=int, default=32)
-    ap.add_argument('--head-lr', type=float, default=3e-3)
-    ap.add_argument('--frozen-lr', type=float, default=1e-2)
-    ap.add_argument('--lrs', type=float, nargs=3, default=[1e-5, 1e-4, 1e-3])
-    ap.add_argument('--unfrozen-cycles', type=int, default=2)
+    ap.add_argument('--lr', type=float, default=3e-3, help='the head rate (precomputed and augmented)')
+    ap.add_argument('--lrs', type=float, nargs=3, default=None,
+                    help='unfrozen rates per layer group (default lr/100, lr/10, lr)')
+    ap.add_argument('--head-cycles', type=int, default=3)
+    ap.add_argument('--unfrozen-cycles', type=int, default=3)
     ap.add_argument('--no-bn-freeze', action='store_true')
     ap.add_argument('--seed', type=int, default=0)
     args = ap.parse_args()
@@ -61,6 +63,10 @@ def main() -> None:
           f"load {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix='bench_recipe_') as tmp:
         run(args, Path(tmp))
+
+
+def per_epoch(learn: ConvLearner) -> str:
+    return ', '.join(f'{m[1]:.4f}' for m in learn.sched.epoch_metrics)
 
 
 def run(args, tmp: Path) -> None:
@@ -84,19 +90,20 @@ def run(args, tmp: Path) -> None:
     stage('build the learner, fill the cache')
     learn.lr_find()
     stage(f'lr_find (suggests {learn.sched.suggest_lr():.2g})')
-    stage(f'precompute: fit({args.head_lr:g}, 1)', learn.fit(args.head_lr, 1)[1])
+    stage(f'precompute: fit({args.lr:g}, 1)', learn.fit(args.lr, 1)[1])
     learn.precompute = False
-    stage(f'augmented head: fit({args.frozen_lr:g}, 1, cycle_len=1)',
-          learn.fit(args.frozen_lr, 1, cycle_len=1)[1])
+    learn.fit(args.lr, args.head_cycles, cycle_len=1)
+    stage(f'augmented head: fit({args.lr:g}, {args.head_cycles}, cycle_len=1) [{per_epoch(learn)}]',
+          learn.sched.epoch_metrics[-1][1])
     learn.save(f'{args.sz}_lastlayer')
     learn.load(f'{args.sz}_lastlayer')
     learn.unfreeze()
     learn.bn_freeze(not args.no_bn_freeze)
-    lrs = np.array(args.lrs)
+    lrs = np.array(args.lrs or [args.lr / 100, args.lr / 10, args.lr])
     n = args.unfrozen_cycles
     learn.fit(lrs, n, cycle_len=1, cycle_mult=2)
-    per_epoch = ', '.join(f'{m[1]:.4f}' for m in learn.sched.epoch_metrics)
-    stage(f'unfrozen: fit({lrs.tolist()}, {n}, cycle_len=1, cycle_mult=2) [{per_epoch}]',
+    shown = ', '.join(f'{v:g}' for v in lrs)
+    stage(f'unfrozen: fit([{shown}], {n}, cycle_len=1, cycle_mult=2) [{per_epoch(learn)}]',
           learn.sched.epoch_metrics[-1][1])
     log_preds, y = learn.TTA()
     stage('TTA (plain prediction, then 4 augmented)', accuracy(np.mean(np.exp(log_preds), 0), y))

