@@ -17,7 +17,10 @@ max_zoom=1.1). Four figures, each beside its baseline, measured in the same run:
 - head epoch: `learn.precompute = True; learn.fit(1e-2, 1)` on activations already cached,
   against the frozen epoch above (target: at least 100x faster); beside it, what the library adds:
   a hand loop over the same cached arrays (a copy of the head, shuffled batches, SGD momentum,
-  validation, one thread as fastlearn uses for heads).
+  validation, one thread as fastlearn uses for heads), and the floor under both: the head's
+  matrix products alone for one epoch (each Linear's forward, input- and weight-gradient
+  products per training batch, forward per validation batch) on 1 and 2 threads, which bounds
+  the ratio any implementation of this head could reach.
 - cache fill: `learn.activations('trn'); learn.activations('val')` on a fresh learner (train
   images through `fix_dl`, valid through `val_dl`, key, `.npy` files in a temp folder) against a
   bare pass over the same loaders: body + pool in eval, `torch.inference_mode`, channels_last.
@@ -127,6 +130,29 @@ def hand_head_epoch(head: nn.Module, opt: torch.optim.Optimizer, trn: tuple, val
                 out = head(xb)
                 F.cross_entropy(out, yb).item()
                 int((out.argmax(1) == yb).sum())
+    finally:
+        torch.set_num_threads(n)
+
+
+@torch.inference_mode()
+def head_matmul_floor(head: nn.Module, n_trn: int, n_val: int, bs: int, threads: int) -> float:
+    """Seconds of the head's matrix products alone for one epoch, on `threads` threads: per
+    training batch each Linear's forward, input-gradient and weight-gradient products, per
+    validation batch the forward. Nothing a library does can take a head epoch below this."""
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    mats = [(torch.randn(bs, m.in_features), m.weight.detach().clone(), torch.randn(bs, m.out_features))
+            for m in linears]
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t = time.perf_counter()
+        for _ in range(-(-n_trn // bs)):
+            for x, w, g in mats:
+                x @ w.t(), g @ w, g.t() @ x
+        for _ in range(-(-n_val // bs)):
+            for x, w, _ in mats:
+                x @ w.t()
+        return time.perf_counter() - t
     finally:
         torch.set_num_threads(n)
 
@@ -250,6 +276,10 @@ def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
                    5 * args.repeats)
         report(res, 'none: what the library adds to the head')
         head_times = res['times']['fastlearn']
+        floor = {k: min(head_matmul_floor(cached.model.head, len(data.trn_ds), len(data.val_ds),
+                                          args.bs, k) for _ in range(5)) for k in (1, 2)}
+        print(f"{'head floor':<14} the head's matrix products alone, one epoch: "
+              f"{floor[1]:.4f}s on 1 thread, {floor[2]:.4f}s on 2", flush=True)
 
     if 'frozen' in args.only or 'unfrozen' in args.only:
         learn = new_learner(100)
@@ -282,6 +312,9 @@ def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
         print(f"{'head vs frozen':<14} frozen epoch best {min(frozen_lib):.3f}s / head epoch best "
               f"{min(head_times):.4f}s = {min(frozen_lib) / min(head_times):.0f}x faster "
               f"(target >= 100x); medians {statistics.median(frozen_lib) / statistics.median(head_times):.0f}x",
+              flush=True)
+        print(f"{'':<14} the head's matrix products alone would be at most "
+              f"{min(frozen_lib) / min(floor.values()):.0f}x faster than the frozen epoch",
               flush=True)
 
 
