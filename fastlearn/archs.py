@@ -28,7 +28,7 @@ import torchvision.models as tvm
 from torch import nn
 
 __all__ = ['Arch', 'ARCHS', 'WeightsUnavailableError', 'get_body', 'layer_groups', 'arch_for',
-           'register_arch', 'load_state_dict_file', 'TimmBody',
+           'table_arch', 'register_arch', 'load_state_dict_file', 'TimmBody',
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn',
            'vgg16', 'dn121', 'efficientnet_b0', 'mobilenet_v3_large', 'convnext_tiny',
            'efficientnet_lite0']
@@ -383,6 +383,12 @@ def _course_callable(f: Callable[[bool], nn.Module]) -> Arch:
     return Arch(name, partial(f, False), weights=lambda: f(True).state_dict())
 
 
+def table_arch(name: str) -> Arch | None:
+    """The row of the architecture table for a name or a torchvision alias
+    (`table_arch('wide_resnet50_2') is wrn`), else None."""
+    return ARCHS.get(name) or ARCHS.get(_ALIASES.get(name, ''))
+
+
 def arch_for(obj: Any, *, cut: int | Callable[[nn.Module], nn.Module] | None = None) -> Arch:
     """The `Arch` for a table name or alias ('resnet34', 'wide_resnet50_2'), a timm model name,
     an `Arch`, a torchvision builder (`torchvision.models.resnet34`), a course-style callable
@@ -391,7 +397,7 @@ def arch_for(obj: Any, *, cut: int | Callable[[nn.Module], nn.Module] | None = N
     if isinstance(obj, Arch):
         arch = obj
     elif isinstance(obj, str):
-        arch = ARCHS.get(obj) or ARCHS.get(_ALIASES.get(obj, '')) or _timm_arch(obj)
+        arch = table_arch(obj) or _timm_arch(obj)
     elif isinstance(obj, nn.Module):
         arch = Arch(type(obj).__name__, lambda: obj, weights=obj.state_dict)
     elif isinstance(obj, type) and issubclass(obj, nn.Module):

@@ -23,6 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .archs import table_arch
 from .core import to_np
 
 __all__ = ['imagenet_stats', 'inception_stats', 'CropType', 'TfmType', 'RandomRotate',
@@ -461,7 +462,11 @@ def model_stats(f_model: Any) -> Stats:
     """`model_stats(resnet34)`: the (mean, std) a model's weights expect. In order: its `.stats`
     (fastlearn's architecture table); for a timm name, timm's pretrained config; a timm model's
     `pretrained_cfg`; a torchvision builder's default weights' `transforms()`; else
-    `imagenet_stats`. None of these downloads anything."""
+    `imagenet_stats`. A name in the table gets the table's stats, since its weights may not be
+    timm's (`'efficientnet_lite0'` loads TensorFlow's, trained with mean and std 0.5). None of
+    these downloads anything."""
+    if isinstance(f_model, str) and table_arch(f_model) is not None:
+        f_model = table_arch(f_model)
     stats = getattr(f_model, 'stats', None)
     if stats is not None:
         return _check_stats(stats)

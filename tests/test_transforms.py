@@ -13,9 +13,10 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from fastlearn.archs import efficientnet_lite0
 from fastlearn.transforms import (CropType, RandomDihedral, RandomFlip, RandomLighting,
                                   RandomRotate, TfmType, Transforms, imagenet_stats,
-                                  inception_stats, tfms_from_model, tfms_from_stats,
+                                  inception_stats, model_stats, tfms_from_model, tfms_from_stats,
                                   transforms_basic, transforms_side_on, transforms_top_down)
 
 MEAN, STD = (np.array(s, np.float32) for s in imagenet_stats)
@@ -158,6 +159,14 @@ def test_stats_come_from_the_model():
         return torch.nn.Identity()
     assert tfms_from_model(my_net, 8)[0].stats == imagenet_stats
     assert tfms_from_model('no_such_model_anywhere', 8)[0].stats == imagenet_stats
+
+
+def test_a_table_name_gets_the_tables_stats_not_timms():
+    # the offline EfficientNet-Lite0 weights are TensorFlow's; timm's own were trained on ImageNet stats
+    half = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert model_stats('efficientnet_lite0') == model_stats(efficientnet_lite0) == half
+    assert tfms_from_model('efficientnet_lite0', 8)[1].stats == half
+    assert model_stats('wide_resnet50_2') == imagenet_stats
 
 
 def test_stats_from_a_timm_name_without_network():
