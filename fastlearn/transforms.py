@@ -465,8 +465,8 @@ def model_stats(f_model: Any) -> Stats:
     `imagenet_stats`. A name in the table gets the table's stats, since its weights may not be
     timm's (`'efficientnet_lite0'` loads TensorFlow's, trained with mean and std 0.5). None of
     these downloads anything."""
-    if isinstance(f_model, str) and table_arch(f_model) is not None:
-        f_model = table_arch(f_model)
+    if isinstance(f_model, str):
+        f_model = table_arch(f_model) or f_model
     stats = getattr(f_model, 'stats', None)
     if stats is not None:
         return _check_stats(stats)
