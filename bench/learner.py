@@ -284,29 +284,26 @@ def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
     if 'frozen' in args.only or 'unfrozen' in args.only:
         learn = new_learner(100)
         model, body = hand_model(data.c)
-        if 'frozen' in args.only:
+
+        def epochs(name: str, lr: float, frozen: bool) -> list[float]:
+            """`learn.fit(lr, 1)` against the hand loop with the body frozen or not; the
+            library's times."""
             for p in body.parameters():
-                p.requires_grad_(False)
-            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2,
+                p.requires_grad_(not frozen)
+            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
                                   momentum=0.9)
-            res = pair('frozen epoch',
-                       ('fastlearn', lambda: learn.fit(1e-2, 1)),
+            res = pair(name, ('fastlearn', lambda: learn.fit(lr, 1)),
                        ('hand loop', lambda: hand_epoch(model, body, opt, data.trn_dl,
-                                                        data.val_dl, frozen=True)),
+                                                        data.val_dl, frozen=frozen)),
                        args.repeats)
             report(res, '<= 1.05x')
-            frozen_lib = res['times']['fastlearn']
+            return res['times']['fastlearn']
+
+        if 'frozen' in args.only:
+            frozen_lib = epochs('frozen epoch', 1e-2, frozen=True)
         if 'unfrozen' in args.only:
             learn.unfreeze()
-            for p in model.parameters():
-                p.requires_grad_(True)
-            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-            res = pair('unfrozen epoch',
-                       ('fastlearn', lambda: learn.fit(1e-3, 1)),
-                       ('hand loop', lambda: hand_epoch(model, body, opt, data.trn_dl,
-                                                        data.val_dl, frozen=False)),
-                       args.repeats)
-            report(res, '<= 1.05x')
+            epochs('unfrozen epoch', 1e-3, frozen=False)
 
     if 'head' in args.only and frozen_lib:
         print(f"{'head vs frozen':<14} frozen epoch best {min(frozen_lib):.3f}s / head epoch best "
