@@ -75,9 +75,10 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument('--aug', choices=sorted(AUGS), default=d['aug'],
                    help=f"augmentation: rotation and lighting, side_on adds left-right flips, top_down "
                         f"also quarter turns (default {d['aug']})")
-    p.add_argument('--bn-freeze', action='store_true',
-                   help="keep the body's BatchNorm statistics once unfrozen (the course did for its "
-                        "larger architectures; it helps on photos like ImageNet's, diverged on the digits)")
+    p.add_argument('--bn-freeze', action=argparse.BooleanOptionalAction, default=None,
+                   help="keep (or with --no-bn-freeze, train) the body's BatchNorm statistics once "
+                        "unfrozen (default: the architecture table's choice; efficientnet_lite0 keeps "
+                        "them, docs/recipe.md says why)")
     default = 'one per core; 0 on macOS and Windows' if d['workers'] is None else d['workers']
     p.add_argument('--workers', type=_number(int, 0, 'an integer >= 0'), default=d['workers'],
                    metavar='N', help=f'image-loading processes (default {default})')

@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -19,6 +17,7 @@ from typing import Any, ContextManager
 import numpy as np
 from torch import nn
 
+from .core import user_stacklevel
 from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientnet_lite0, get_body,
                     layer_groups, mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101,
                     resnet152, resnext50, vgg16, wrn)
@@ -38,16 +37,6 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'CropType', 'TfmType', 'imagenet_stats', 'accuracy', 'accuracy_thresh', 'np', 'load_learner',
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny']
-
-
-def _user_stacklevel() -> int:
-    """The `stacklevel` that makes a warning name the first line outside fastlearn (the
-    user's `learn.unfreeze()`, however deep inside the library the warning is raised)."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame, level = sys._getframe(2), 2  # level 1 is the function that warns
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 _SPLITS = {'trn': ('trn_ds', 'fix_dl'), 'val': ('val_ds', 'val_dl'), 'test': ('test_ds', 'test_dl')}
@@ -86,8 +75,11 @@ class ConvLearner(Learner):
             head = create_head(2 * num_features(body), data.c, ps=ps, xtra_fc=xtra_fc,
                                is_multi=data.is_multi, is_reg=data.is_reg)
         model = nn.Sequential(OrderedDict(body=body, pool=pool, head=head))
-        learn = cls(data, model, layer_groups(body, head, arch), arch_name=arch.name,
-                    xtra_cut=xtra_cut, **kwargs)
+        groups = layer_groups(body, head, arch)
+        if arch.body_clip is not None:  # the table's fine-tuning settings (archs.py says why)
+            kwargs.setdefault('clip', [arch.body_clip] * (len(groups) - 1) + [None])
+        learn = cls(data, model, groups, arch_name=arch.name, xtra_cut=xtra_cut, **kwargs)
+        learn.bn_freeze(arch.bn_freeze)
         if custom_head is None:
             learn.head_config = {'ps': ps, 'xtra_fc': None if xtra_fc is None else list(xtra_fc)}
         learn.freeze()
@@ -116,7 +108,7 @@ class ConvLearner(Learner):
         if on and not self._warned_aug:
             warnings.warn('precompute=True: the head trains on cached activations of un-augmented '
                           'images, so aug_tfms have no effect; set learn.precompute = False to train '
-                          'with augmentation', stacklevel=_user_stacklevel())
+                          'with augmentation', stacklevel=user_stacklevel())
             self._warned_aug = True
         self._precompute = bool(on)
 
@@ -176,7 +168,7 @@ class ConvLearner(Learner):
         if self._precompute and any(self.trainable_groups()[:-1]):
             self._precompute = False
             warnings.warn('precompute turned off: the body now trains, so its cached activations '
-                          'no longer apply', stacklevel=_user_stacklevel())
+                          'no longer apply', stacklevel=user_stacklevel())
 
     def set_data(self, data: Any) -> None:
         """Swap in new data (e.g. a larger size), keep the weights, refreeze, drop the cache

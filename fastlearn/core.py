@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ['to_np', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'default_device',
+__all__ = ['user_stacklevel', 'to_np', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'default_device',
            'num_cpus', 'default_num_workers', 'set_seed', 'subplots', 'figure']
 
 
@@ -152,3 +152,13 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     """`plt.subplots` for the plots the library returns (drawn once in Jupyter)."""
     import matplotlib.pyplot as plt
     return plt.subplots(*args, FigureClass=_notebook_figure_class(), **kwargs)
+
+
+def user_stacklevel() -> int:
+    """The `stacklevel` that makes a warning name the first line outside fastlearn (the
+    user's `learn.unfreeze()`, however deep inside the library the warning is raised)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(2), 2  # level 1 is the function that warns
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['run_recipe', 'RecipeResult', 'recipe_epochs', 'diff_lrs', 'choose_lr', 'write_digits',
+__all__ = ['run_recipe', 'RecipeResult', 'recipe_epochs', 'diff_lrs', 'choose_lr', 'choose_unfrozen_lrs', 'write_digits',
            'LR_RANGE', 'DEMO', 'DIGITS_PX']
 
 # lr_find's suggestion (fastai 2's "valley") suits Adam; for SGD with momentum it is cautious:
@@ -79,17 +79,23 @@ class RecipeResult:
     out: Path
     files: dict[str, str]
     learn: Any = field(default=None, repr=False)
+    best: tuple[str, int] | None = None
+    lrs_note: str = ''
+
 
 
 def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
                out: str | os.PathLike = 'fastlearn-out', *, sz: int = 128, bs: int = 32,
                epochs: int = 3, lr: float | None = None, lr_ratio: float = 10, aug: str = 'side_on',
-               bn_freeze: bool = False, workers: int | None = None, quiet: bool = False,
+               bn_freeze: bool | None = None, workers: int | None = None, quiet: bool = False,
                seed: int = 42) -> RecipeResult:
     """Lesson 1 on `path/train/<class>/*` and `path/valid/<class>/*`: choose lr, train the head
     on precomputed activations, then with augmentation, then every layer at differential rates
     (`recipe_epochs(epochs)`), then TTA. Writes the model, plots and report.md into `out`, and
-    nothing into `path`. `bn_freeze=True` keeps the body's BatchNorm statistics once unfrozen."""
+    nothing into `path`. `bn_freeze` overrides the architecture table's choice of keeping the
+    body's BatchNorm statistics once unfrozen. The best validation epoch of the whole recipe is
+    kept: if a later epoch is worse, its weights are put back before TTA and export, and the
+    report says which phase and epoch the model comes from."""
     from . import transforms
     from .archs import ARCHS
     from .conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
@@ -99,48 +105,72 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
     a = ARCHS[arch]  # the table's row: its stats, not those timm has for the same name
     tfms = tfms_from_model(a, sz, aug_tfms=getattr(transforms, AUGS[aug]), max_zoom=1.1)
     data = ImageClassifierData.from_paths(path, bs=bs, tfms=tfms, num_workers=workers)
-    settings = (f'{arch} at {sz}x{sz} px, batch size {bs}, {aug} augmentation'
-                + (', BatchNorm frozen' if bn_freeze else ''))
+    settings = f'{arch} at {sz}x{sz} px, batch size {bs}, {aug} augmentation'
     say(f'{len(data.trn_ds)} train and {len(data.val_ds)} valid images, {data.c} classes; {settings}')
     with warnings.catch_warnings():  # the recipe itself turns precompute off for augmentation
         warnings.filterwarnings('ignore', message='precompute=True')
         # absolute paths, or the learner's tmp/ (the cache) and models/ would go into `path`
         learn = ConvLearner.pretrained(a, data, precompute=True, tmp_name=str(out / 'tmp'),
                                        models_name=str(out / 'models'), quiet=quiet)
+    if bn_freeze is not None:
+        learn.bn_freeze(bn_freeze)
+    settings += f'; once unfrozen, BatchNorm {"frozen" if learn._bn_freeze else "trains"}'
     files, suggested = {}, None
     if lr is None:
         lr, suggested = choose_lr(learn)
         files['learning-rate finder'] = _save(_plot_lr_find(learn.sched, lr), out / 'lr_find.png')
         say(f'lr {lr:.3g} (lr_find suggested {suggested:.3g}, kept within {LR_RANGE[0]:g}..{LR_RANGE[1]:g})')
-    lrs = diff_lrs(lr, len(learn.layer_groups), lr_ratio)
-    scheds = _train(learn, lr, lrs, epochs, bn_freeze, say)
+    scheds, lrs, lr_note, best = _train(learn, lr, lr_ratio, epochs, say)
+    if best.restore(learn):
+        say(f'kept the best epoch: {best.where[0]}, epoch {best.where[1]} '
+            f'(accuracy {best.metrics[1]:.4f}); the last epoch was worse')
     acc, acc_tta, res = _evaluate(learn)
     files.update(_write_outputs(learn, res, scheds, out))
     r = RecipeResult(acc, acc_tta, lr, suggested, lrs.tolist(), recipe_epochs(epochs),
                      time.perf_counter() - start, [str(c) for c in data.classes], len(data.trn_ds),
-                     len(data.val_ds), settings, Path(path).resolve(), out, files, learn)
+                     len(data.val_ds), settings, Path(path).resolve(), out, files, learn,
+                     best.where, lr_note)
     from .core import atomic_write
     with atomic_write(out / 'report.md', 'w') as f:
         f.write(_report(r, scheds))
     return r
 
 
-def _train(learn: Any, lr: float, lrs: Any, n: int, bn_freeze: bool, say) -> list:
-    """The three phases; returns each phase's `learn.sched` (losses, rates, epoch metrics)."""
+def _train(learn: Any, lr: float, ratio: float, n: int, say) -> tuple[list, Any, str, Any]:
+    """The three phases, each epoch offered to a `KeepBest`; returns each phase's `learn.sched`,
+    the unfrozen rates, how they were chosen, and the keeper."""
+    from .guards import KeepBest
     e1, e2, e3 = recipe_epochs(n)
+    best = KeepBest()
     say(f'phase 1/3, {PHASES[0]}: {e1} epoch at lr {lr:.3g}')
-    learn.fit(lr, 1)
+    learn.fit(lr, 1, callbacks=[best.phase(PHASES[0])])
     scheds = [learn.sched]
     learn.precompute = False
     say(f'phase 2/3, {PHASES[1]}: {e2} cycle(s) of 1 epoch at lr {lr:.3g}')
-    learn.fit(lr, n, cycle_len=1)
+    learn.fit(lr, n, cycle_len=1, callbacks=[best.phase(PHASES[1])])
     scheds.append(learn.sched)
     learn.unfreeze()
-    learn.bn_freeze(bn_freeze)
+    lrs, note = choose_unfrozen_lrs(learn, lr, ratio)
     say(f'phase 3/3, {PHASES[2]}: {n} cycle(s), cycle_mult 2, {e3} epoch(s) at lrs '
-        f'{", ".join(f"{x:.3g}" for x in lrs)}')
-    learn.fit(lrs, n, cycle_len=1, cycle_mult=2)
-    return scheds + [learn.sched]
+        f'{", ".join(f"{x:.3g}" for x in lrs)} ({note})')
+    learn.fit(lrs, n, cycle_len=1, cycle_mult=2, callbacks=[best.phase(PHASES[2])])
+    return scheds + [learn.sched], lrs, note, best
+
+
+def choose_unfrozen_lrs(learn: Any, lr: float, ratio: float) -> tuple[Any, str]:
+    """The course's step 7, "use lr_find() again": an lr finder over every layer group with
+    differential rates (`diff_lrs`, last group swept from 1e-5), for up to one epoch (100 batches
+    at most). Its suggestion is the last group's rate, never above the head's `lr`; if the sweep
+    diverges at once, `lr/10`. Returns the rates and a note saying which rule chose them."""
+    n_groups = len(learn.layer_groups)
+    learn.lr_find(start_lr=diff_lrs(1e-5, n_groups, ratio), num_it=min(100, len(learn.data.trn_dl)))
+    try:
+        suggestion = float(learn.sched.suggest_lr())
+    except ValueError:
+        return diff_lrs(lr / 10, n_groups, ratio), f'lr_find diverged at once: lr/10 = {lr / 10:.3g}'
+    top = min(suggestion, lr)
+    note = f'lr_find suggested {suggestion:.3g}' + (f', capped at the head lr {lr:.3g}' if top < suggestion else '')
+    return diff_lrs(top, n_groups, ratio), note
 
 
 def _evaluate(learn: Any) -> tuple[float, float, Any]:
@@ -188,8 +218,16 @@ def _plot_phases(scheds: list, what: str) -> Any:
             ax.plot(start + np.arange(len(y)), y[:, g], color=f'C{i if what == "loss" else g}', label=label)
         ax.axvline(start, color='grey', linewidth=0.5)
         start += len(y)
+    if what == 'loss':  # the validation loss at each epoch's end: a collapse shows here
+        xs, ys, start = [], [], 0
+        for s in scheds:
+            per_epoch = len(s.losses) / max(len(s.epoch_metrics), 1)
+            xs += [start + per_epoch * (e + 1) for e in range(len(s.epoch_metrics))]
+            ys += [m[0] for m in s.epoch_metrics]
+            start += len(s.losses)
+        ax.plot(xs, ys, 'k.--', label='validation loss')
     ax.set_xlabel('iteration (phases: ' + '; '.join(PHASES) + ')')
-    ax.set_ylabel('training loss (smoothed)' if what == 'loss' else 'learning rate')
+    ax.set_ylabel('loss (training smoothed; validation at epoch ends)' if what == 'loss' else 'learning rate')
     ax.set_yscale('linear' if what == 'loss' else 'log')
     ax.legend()
     return fig
@@ -213,7 +251,9 @@ def _report(r: RecipeResult, scheds: list) -> str:
     names = ', '.join(r.classes[:20]) + (', ...' if len(r.classes) > 20 else '')
     lr_note = 'from --lr' if r.lr_suggested is None else \
         f'lr_find suggested {r.lr_suggested:.3g}, kept within {LR_RANGE[0]:g}..{LR_RANGE[1]:g}'
+    kept = 'none' if r.best is None else f'{r.best[0]}, epoch {r.best[1]}: the best validation epoch of the run'
     rows = [f'| {PHASES[p]} | {e} | {m[0]:.4f} | {m[1]:.4f} |'
+            + (' **kept**' if r.best == (PHASES[p], e) else '')
             for p, s in enumerate(scheds) for e, m in enumerate(s.epoch_metrics)]
     plots = [f'### {what}\n\n![{what}]({f})\n' for what, f in r.files.items() if f.endswith('.png')]
     return '\n'.join([
@@ -223,11 +263,12 @@ def _report(r: RecipeResult, scheds: list) -> str:
         f'| data | `{r.path}`: {r.n_train} train, {r.n_valid} valid images |',
         f'| classes | {len(r.classes)}: {names} |',
         f'| model | {r.settings} |',
-        f'| learning rate | {r.lr:.3g} ({lr_note}); all layers: {", ".join(f"{x:.3g}" for x in r.lrs)} |',
+        f'| learning rate | {r.lr:.3g} ({lr_note}); all layers: {", ".join(f"{x:.3g}" for x in r.lrs)} ({r.lrs_note}) |',
+        f'| model kept | {kept} |',
         f'| epochs | {sum(r.epochs)} = {" + ".join(map(str, r.epochs))} ({"; ".join(PHASES)}) |',
         f'| time | {r.seconds:.0f} s |',
         f'| exported model | [model.pth](model.pth): `fastlearn predict {r.out / "model.pth"} IMAGE...` |',
-        '', '## Epochs', '', '| phase | epoch | valid loss | accuracy |', '|---|---|---|---|', *rows,
+        '', '## Epochs', '', '| phase | epoch | valid loss | accuracy | |', '|---|---|---|---|---|', *rows,
         '', '## Plots', '', *plots])
 
 

@@ -20,6 +20,8 @@ from .layer_optimizer import LayerOptimizer, lr_range, sgd_momentum
 from .metrics import accuracy, accuracy_thresh
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
+from .guards import DivergenceGuard
+from .one_cycle import OneCycle
 from .sgdr import CosAnneal, CycleSaver, LR_Finder, Recorder, SaveBestModel
 
 __all__ = ['Learner']
@@ -40,6 +42,25 @@ def _task_defaults(data: Any) -> tuple[Callable, Callable, list[Callable]]:
     if getattr(data, 'is_multi', False):
         return F.binary_cross_entropy_with_logits, torch.sigmoid, [accuracy_thresh(0.5)]
     return F.cross_entropy, (lambda out: F.log_softmax(out, dim=-1)), [accuracy]
+
+
+def _clr_beta(args: Sequence[float]) -> OneCycle:
+    """fastai 0.7's `use_clr_beta=(div, pct, mom_hi, mom_lo)`: up from lr/div and back over the
+    first 100-pct percent of the fit, the last pct percent annealing further down."""
+    if len(args) not in (2, 4):
+        raise ValueError(f'use_clr_beta is (div, pct) or (div, pct, mom_hi, mom_lo), got {args!r}; '
+                         'e.g. use_clr_beta=(10, 13.68, 0.95, 0.85)')
+    div, pct = float(args[0]), float(args[1])
+    moms = (args[2], args[3], args[2]) if len(args) == 4 else None
+    return OneCycle(pct_start=(1 - pct / 100) / 2, div=div, final_div=100, moms=moms)
+
+
+def _clip_text(clip: Any) -> str:
+    if clip is None:
+        return 'none'
+    if isinstance(clip, (int, float)):
+        return f'{clip:g} (all groups together)'
+    return 'per group [' + ', '.join('none' if c is None else f'{c:g}' for c in clip) + ']'
 
 
 def _task(data: Any) -> tuple[int, str]:
@@ -66,7 +87,7 @@ class Learner:
     def __init__(self, data: Any, model: nn.Module, layer_groups: Sequence[nn.Module], *,
                  opt_fn: Callable | None = None, crit: Callable | None = None,
                  metrics: Sequence[Callable] | None = None, tmp_name: str = 'tmp',
-                 models_name: str = 'models', clip: float | None = None,
+                 models_name: str = 'models', clip: float | Sequence[float | None] | None = None,
                  device: torch.device | str | None = None, channels_last: bool | None = None,
                  quiet: bool = False) -> None:
         self.data, self.layer_groups = data, list(layer_groups)
@@ -156,19 +177,33 @@ class Learner:
             cycle_mult: float = 1, cycle_save_name: str | None = None,
             best_save_name: str | None = None, metrics: Sequence[Callable] | None = None,
             callbacks: Sequence[Any] | None = None, warm_up: bool = False,
+            use_clr_beta: tuple[float, ...] | None = None, guard: bool = True,
             quiet: bool | None = None) -> list[float]:
         """Train for `n_cycle` epochs at constant rates, or with `cycle_len`, `n_cycle` SGDR
         cycles of `cycle_len * cycle_mult**i` epochs (`fit(1e-2, 3, cycle_len=1, cycle_mult=2)`
         is 1 + 2 + 4 = 7 epochs). `lrs` and `wds` are a scalar, one value per layer group
         (earliest → head) or a `slice`. Returns the last `[val_loss, *metrics]`.
+
+        `use_clr_beta=(div, pct, mom_hi, mom_lo)` is fastai 0.7's name for one cycle over the
+        whole fit (see `fit_one_cycle`). The divergence guard (`guards.DivergenceGuard`) stops a
+        fit whose loss turns NaN or explodes and puts back the weights from before;
+        `guard=False` turns it off.
         """
         if not isinstance(n_cycle, (int, np.integer)) or n_cycle < 1:
             raise ValueError(f'n_cycle must be a positive integer, got {n_cycle!r}; e.g. fit(1e-2, 3)')
+        if cycle_len is not None and not (isinstance(cycle_len, (int, float, np.number)) and cycle_len > 0):
+            raise ValueError(f'cycle_len must be > 0 epochs (or None for no cycles), got {cycle_len!r}; '
+                             'e.g. fit(1e-2, 3, cycle_len=1)')
         self._check_trainable()
         layer_opt = self._get_layer_opt(lrs, wds)
         n_epochs = epochs_for(n_cycle, cycle_len, cycle_mult)
         recorder = Recorder()
-        cbs: list[Any] = [recorder]
+        cbs: list[Any] = [recorder] + ([DivergenceGuard()] if guard else [])
+        if use_clr_beta is not None:
+            if cycle_len:
+                raise ValueError('use_clr_beta is one cycle over the whole fit: pass n_cycle epochs '
+                                 'without cycle_len, e.g. fit(1e-2, 3, use_clr_beta=(10, 13.68, 0.95, 0.85))')
+            cbs.append(_clr_beta(use_clr_beta))
         if cycle_len:
             cbs.append(CosAnneal(cycle_len, cycle_mult, warm_up=warm_up))
             if cycle_save_name:
@@ -200,6 +235,45 @@ class Learner:
                             device=self.device, channels_last=self.channels_last, clip=self.clip,
                             quiet=self.quiet if quiet is None else quiet,
                             progress=model is self.model)
+
+    def fit_one_cycle(self, n_epochs: int, max_lr: Any = 1e-2, wds: Any = None, *,
+                      pct_start: float = 0.25, div: float = 25.0, final_div: float = 1e4,
+                      moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95),
+                      metrics: Sequence[Callable] | None = None,
+                      callbacks: Sequence[Any] | None = None, guard: bool = True,
+                      quiet: bool | None = None) -> list[float]:
+        """fastai 2's one cycle: `n_epochs` epochs whose rate warms up from `max_lr/div` to
+        `max_lr` over the first `pct_start` of the run, then anneals to nearly 0, while the
+        momentum dips from 0.95 to 0.85 and back (`one_cycle.one_cycle`).
+
+            learn.fit_one_cycle(3, 1e-2)
+            learn.fit_one_cycle(5, slice(1e-4, 1e-2)); learn.sched.plot_lr()
+        """
+        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
+            raise ValueError(f'n_epochs must be a positive integer, got {n_epochs!r}; '
+                             'e.g. fit_one_cycle(3, 1e-2)')
+        self._check_trainable()
+        layer_opt = self._get_layer_opt(max_lr, wds)
+        recorder = Recorder()
+        cbs = [recorder, *([DivergenceGuard()] if guard else []),
+               OneCycle(pct_start=pct_start, div=div, final_div=final_div, moms=moms),
+               *(callbacks or [])]
+        self.sched = recorder
+        return self._run(layer_opt, int(n_epochs), cbs, metrics=metrics, quiet=quiet)
+
+    def fine_tune(self, epochs: int, base_lr: float = 1e-2, freeze_epochs: int = 1, *,
+                  lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0,
+                  **kwargs: Any) -> list[float]:
+        """fastai 2's `fine_tune`: one cycle of `freeze_epochs` on the head at `base_lr`, then
+        `unfreeze()` and one cycle of `epochs` at `slice(base_lr/2/lr_mult, base_lr/2)`.
+
+            learn.fine_tune(3)            # 1 head epoch, then 3 on every layer group
+        """
+        self.freeze()
+        self.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99, **kwargs)
+        self.unfreeze()
+        return self.fit_one_cycle(epochs, slice(base_lr / 2 / lr_mult, base_lr / 2),
+                                  pct_start=pct_start, div=div, **kwargs)
 
     def lr_find(self, start_lr: Any = 1e-5, end_lr: float = 10, wds: Any = None, linear: bool = False,
                 num_it: int | None = None) -> Recorder:
@@ -321,7 +395,9 @@ class Learner:
     def __repr__(self) -> str:
         lrs = ('[' + ', '.join(f'{lr:.3g}' for lr in self.layer_opt.lrs) + ']'
                if self.layer_opt else 'not set (no fit yet)')
-        lines = [f'{type(self).__name__}: {len(self.layer_groups)} layer groups, lrs {lrs}']
+        lines = [f'{type(self).__name__}: {len(self.layer_groups)} layer groups, lrs {lrs}',
+                 f'  once unfrozen: BatchNorm {"frozen" if self._bn_freeze else "trains"}, '
+                 f'gradient clip {_clip_text(self.clip)}']
         for i, (g, t) in enumerate(zip(self.layer_groups, self.trainable_groups())):
             n = sum(p.numel() for p in g.parameters())
             lines.append(f'  group {i}: {"trainable" if t else "frozen   "} {n:>11,} params')

@@ -18,7 +18,7 @@ from torch import nn
 
 from .core import sum_geom, to_np
 
-__all__ = ['FitState', 'fit', 'validate', 'predict_dl', 'to_device', 'print_table_row', 'epochs_for']
+__all__ = ['FitState', 'fit', 'clip_grads', 'validate', 'predict_dl', 'to_device', 'print_table_row', 'epochs_for']
 
 
 @dataclass
@@ -28,6 +28,7 @@ class FitState:
     n_batches: int
     n_epochs: int
     learn: Any = None
+    model: Any = None
     epoch: int = 0
     iteration: int = 0
     stop: bool = False
@@ -83,14 +84,27 @@ def _forward(model: nn.Module, x: Any) -> torch.Tensor:
     return model(*x) if isinstance(x, (list, tuple)) else model(x)
 
 
+def clip_grads(opt: torch.optim.Optimizer, clip: Any) -> None:
+    """Clip gradient norms: a number clips all parameters together (torch's `clip_grad_norm_`);
+    one value per parameter group (None for no clip) clips each layer group on its own."""
+    if clip is None:
+        return
+    if isinstance(clip, (int, float)):
+        if clip > 0:
+            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params']], clip)
+        return
+    for g, c in zip(opt.param_groups, clip):
+        if c is not None and c > 0:
+            nn.utils.clip_grad_norm_(g['params'], c)
+
+
 def _step(model: nn.Module, x: Any, y: torch.Tensor, opt: torch.optim.Optimizer, crit: Callable,
-          clip: float | None) -> float:
+          clip: Any) -> float:
     out = _forward(model, x)
     loss = crit(out, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if clip:
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    clip_grads(opt, clip)
     opt.step()
     return loss.item()
 
@@ -99,7 +113,7 @@ def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: 
         n_epochs: int, *, metrics: Sequence[Callable] = (), callbacks: Sequence[Any] = (),
         activation: Callable | None = None, train_mode: Callable[[], None] | None = None,
         learn: Any = None, device: torch.device | None = None, channels_last: bool = False,
-        clip: float | None = None, quiet: bool = False, progress: bool = True) -> list[float]:
+        clip: Any = None, quiet: bool = False, progress: bool = True) -> list[float]:
     """Train `model` for `n_epochs` and return the last `[val_loss, *metrics]`.
 
         fit(model, data.trn_dl, data.val_dl, layer_opt, F.cross_entropy, 3, metrics=[accuracy])
@@ -110,7 +124,8 @@ def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: 
     activations is over before a bar could draw).
     """
     device = device or torch.device('cpu')
-    state = FitState(layer_opt=layer_opt, n_batches=len(trn_dl), n_epochs=n_epochs, learn=learn)
+    state = FitState(layer_opt=layer_opt, n_batches=len(trn_dl), n_epochs=n_epochs, learn=learn,
+                     model=model)
     names = ['epoch', 'trn_loss', 'val_loss', *[_metric_name(m) for m in metrics], 'time']
     _call(callbacks, 'on_train_begin', state)
     avg, vals = 0.0, []

@@ -18,7 +18,6 @@ The loop drives every callback with its state (see docs/architecture.md):
 from __future__ import annotations
 
 import math
-import warnings
 from bisect import bisect_left
 from typing import Any
 
@@ -191,8 +190,9 @@ def suggest_lr(lrs: Any, losses: Any) -> float:
     stretch of the smoothed loss and return the lr halfway along it, which on the finder's
     exponential sweep is the geometric middle of the descent. When the loss never falls
     (fewer than 3 points in the descent) it falls back to (lr at the minimum loss)/10.
-    If not even the first loss is finite the run diverged at once: it warns and returns the
-    first lr / 10. The result is always a finite float.
+    A run whose loss never fell below its first value (or was NaN from the start) diverged at
+    once: that raises a ValueError naming the start lr, since any suggestion would be a guess.
+    The result is always a finite float.
     """
     lrs_arr, losses_arr = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     if lrs_arr.shape != losses_arr.shape or lrs_arr.ndim != 1:
@@ -201,9 +201,12 @@ def suggest_lr(lrs: Any, losses: Any) -> float:
     if lrs_arr.size == 0:
         raise ValueError("no losses recorded: run learn.lr_find() first")
     x, y = _finite_prefix(lrs_arr, losses_arr)
-    if y.size == 0:
-        warnings.warn("the lr finder's first loss is already NaN/inf; suggesting start_lr/10")
-        return float(lrs_arr[0] / 10)
+    if y.size < 2 or int(np.argmin(y)) == 0:
+        what = 'was NaN/inf from the first step' if y.size == 0 else \
+            'never fell below its first value' if y.size > 1 else 'has a single finite point'
+        raise ValueError(f'no learning rate to suggest: the lr finder\'s loss {what}, so the '
+                         f'sweep diverged at once from its start lr {lrs_arr[0]:.3g}; run it from '
+                         f'a lower rate, e.g. learn.lr_find(start_lr={lrs_arr[0] / 1000:.0e})')
     lo, hi = _trim(len(y), len(y) // 10, 5)
     x, y = x[lo:hi], y[lo:hi]
     first, last = _longest_descent(y)

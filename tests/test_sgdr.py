@@ -395,11 +395,15 @@ def test_suggest_lr_ignores_nan_and_inf():
 def test_suggest_lr_few_points_and_degenerate_curves():
     lrs = np.geomspace(1e-5, 1e-1, 5)
     assert math.isfinite(suggest_lr(lrs, [5.0, 4.0, 3.0, 2.5, 2.4]))
-    # only rising: nothing falls, so 10x below the minimum's lr
-    assert suggest_lr(lrs, [1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(1e-6)
-    assert suggest_lr([1e-3], [1.0]) == pytest.approx(1e-4)
-    with pytest.warns(UserWarning, match='already NaN'):
-        assert suggest_lr(lrs, [np.nan] * 5) == pytest.approx(1e-6)
+    # a dip too short for a descent: 10x below the minimum's lr
+    assert suggest_lr(lrs, [3.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(lrs[1] / 10)
+    # only rising, or NaN from the start: the sweep diverged at once, and a guess would mislead
+    with pytest.raises(ValueError, match=r'never fell below its first value.*start lr 1e-05.*start_lr=1e-08'):
+        suggest_lr(lrs, [1.0, 2.0, 3.0, 4.0, 5.0])
+    with pytest.raises(ValueError, match='single finite point'):
+        suggest_lr([1e-3], [1.0])
+    with pytest.raises(ValueError, match='NaN/inf from the first step'):
+        suggest_lr(lrs, [np.nan] * 5)
     with pytest.raises(ValueError, match='no losses recorded'):
         suggest_lr([], [])
     with pytest.raises(ValueError, match=r'\(3,\) and \(2,\)'):
