@@ -39,10 +39,10 @@ class DivergenceGuard(Callback):
     A copy of the weights is taken at each epoch start: a few milliseconds for a 5M-parameter model.
     """
 
-    def __init__(self, factor: float = 10.0, grace: int = 3) -> None:
+    def __init__(self, factor: float = 10.0) -> None:
         if not factor > 1:
             raise ValueError(f'factor must be > 1, got {factor!r}')
-        self.factor, self.grace = factor, grace
+        self.factor = factor
         self.tripped: str | None = None
         self._saved: tuple[dict, dict | None] | None = None
         self._start_loss = math.nan
@@ -55,16 +55,20 @@ class DivergenceGuard(Callback):
 
     def on_batch_end(self, state: Any, loss: float) -> None:
         k = state.iteration - self._first
-        if k < self.grace and math.isfinite(state.smooth_loss):
-            self._start_loss = state.smooth_loss  # the loss the fit started from, smoothed
+        if k == 0:
+            self._start_loss = loss  # the loss the fit started from
         lr = state.layer_opt.lrs[-1]
         if not math.isfinite(loss):
             self._trip(state, f'the loss became {loss} at epoch {state.epoch}, batch {k} (lr {lr:.3g})')
-        elif (k >= self.grace and math.isfinite(self._start_loss) and self._start_loss > 0
+        elif (k > 0 and math.isfinite(self._start_loss) and self._start_loss > 0
               and state.smooth_loss > self.factor * self._start_loss):
             self._trip(state, f'the loss rose to {state.smooth_loss:.4g}, over {self.factor:g}x the '
                               f'{self._start_loss:.4g} it started from, at epoch {state.epoch}, '
                               f'batch {k} (lr {lr:.3g})')
+
+    def on_epoch_end(self, state: Any, metrics: list[float]) -> None:
+        if metrics and not math.isfinite(metrics[0]) and self.tripped is None:
+            self._trip(state, f'the validation loss became {metrics[0]} after epoch {state.epoch}')
 
     def _trip(self, state: Any, reason: str) -> None:
         self.tripped, state.stop = reason, True

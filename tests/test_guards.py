@@ -1,0 +1,152 @@
+"""The divergence guard every fit runs with, the per-group gradient clip, the architecture table's
+fine-tuning defaults, and the best-model keeper of a recipe; on the tiny architecture."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fastlearn.conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
+from fastlearn.guards import DivergenceGuard, KeepBest, TrainingDiverged
+from fastlearn.model import clip_grads
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def data(image_folder, tiny_arch):
+    return ImageClassifierData.from_paths(image_folder, bs=8, tfms=tfms_from_model(tiny_arch, 32),
+                                          num_workers=0)
+
+
+def _learner(arch, data, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return ConvLearner.pretrained(arch, data, device='cpu', quiet=True, **kw)
+
+
+def _weights(learn):
+    return {k: v.clone() for k, v in learn.model.state_dict().items()}
+
+
+def test_a_nan_loss_stops_the_fit_and_puts_the_weights_back(tiny_arch, data):
+    learn = _learner(tiny_arch, data)
+    learn.fit(1e-2, 1)
+    before = _weights(learn)
+    with pytest.warns(TrainingDiverged, match=r'the loss rose to [0-9.e+]+, over 10x the [0-9.]+ it '
+                      r'started from, at epoch 0, batch 1 \(lr 1e\+06\).*start of epoch 0.*lower learning '
+                      r'rate.*lr_find') as caught:
+        vals = learn.fit(1e6, 3)
+    assert caught[0].filename == __file__, 'the warning points at the fit call'
+    assert len(learn.sched.epoch_metrics) == 1, 'stopped in the first epoch'
+    after = learn.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), 'weights as before the fit'
+    assert all(math.isfinite(v) for v in vals) and vals[1] >= 0.5
+    learn.fit(1e-2, 1)  # and the learner trains on
+
+
+def test_an_exploding_loss_restores_the_epoch_start_and_the_optimizer(tiny_arch, data):
+    learn = _learner(tiny_arch, data)
+    learn.fit(1e-2, 1)
+    momentum = [s['momentum_buffer'].clone() for s in learn.layer_opt.opt.state.values()]
+
+    class Explode:  # from the second epoch on, a rate that makes the loss explode
+        def on_epoch_begin(self, state):
+            if state.epoch == 1:
+                state.layer_opt.set_lrs(50.0)
+    epoch1 = {}
+
+    class Keep:
+        def on_epoch_begin(self, state):
+            if state.epoch == 1:
+                epoch1.update(_weights(learn))
+    with pytest.warns(TrainingDiverged, match='at epoch 1'):
+        learn.fit(1e-3, 3, callbacks=[Keep(), Explode()])
+    assert all(torch.equal(epoch1[k], v) for k, v in learn.model.state_dict().items())
+    assert len(learn.sched.epoch_metrics) == 2
+    assert momentum  # the optimizer state came back with the weights: finite buffers
+    assert all(torch.isfinite(s['momentum_buffer']).all() for s in learn.layer_opt.opt.state.values())
+
+
+def test_guard_off_lets_nan_through(tiny_arch, data):
+    learn = _learner(tiny_arch, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', TrainingDiverged)
+        learn.fit(1e6, 3, guard=False)
+    assert not all(torch.isfinite(p).all() for p in learn.model.parameters())
+    assert len(learn.sched.epoch_metrics) == 3
+
+
+def test_guard_settings_are_checked():
+    with pytest.raises(ValueError, match='factor must be > 1, got 0.5'):
+        DivergenceGuard(factor=0.5)
+
+
+@pytest.mark.parametrize('cycle_len', [0, -1, 0.0])
+def test_cycle_len_zero_or_negative_is_refused(tiny_arch, data, cycle_len):
+    learn = _learner(tiny_arch, data)
+    with pytest.raises(ValueError, match=rf'cycle_len must be > 0 epochs .*got {cycle_len}'):
+        learn.fit(1e-2, 2, cycle_len=cycle_len)
+
+
+def test_lr_find_that_diverges_at_once_says_so(tiny_arch, data):
+    learn = _learner(tiny_arch, data)
+    learn.lr_find(start_lr=1e3, end_lr=1e6)
+    with pytest.raises(ValueError, match=r'diverged at once from its start lr 1e\+03.*start_lr=1e\+00'):
+        learn.sched.suggest_lr()
+
+
+def test_clip_grads_per_group_and_together():
+    a, b = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([{'params': [a]}, {'params': [b]}], lr=1)
+    for clip, norms in ((None, (6.0, 8.0)), ([1.0, None], (1.0, 8.0)), (5.0, (3.0, 4.0))):
+        a.grad, b.grad = torch.full((3,), 6 / 3 ** .5), torch.full((4,), 4.0)
+        clip_grads(opt, clip)
+        assert (a.grad.norm().item(), b.grad.norm().item()) == pytest.approx(norms, rel=1e-5)
+
+
+def test_the_table_sets_batchnorm_and_clip_and_repr_shows_them(tiny_arch, data):
+    plain = _learner(tiny_arch, data)
+    assert plain.clip is None and not plain._bn_freeze
+    assert 'BatchNorm trains, gradient clip none' in repr(plain)
+    careful = _learner(dataclasses.replace(tiny_arch, bn_freeze=True, body_clip=1.0), data)
+    assert careful.clip == [1.0, 1.0, None] and careful._bn_freeze
+    assert 'BatchNorm frozen, gradient clip per group [1, 1, none]' in repr(careful)
+    mine = _learner(dataclasses.replace(tiny_arch, body_clip=1.0), data, clip=0.5)
+    assert mine.clip == 0.5, "the user's clip wins"
+
+
+def test_keep_best_restores_the_best_epoch_across_fits(tiny_arch, data):
+    learn = _learner(tiny_arch, data)
+    best = KeepBest()
+    learn.fit(1e-2, 2, callbacks=[best.phase('head')])
+    kept, where = _weights(learn), best.where
+    assert where[0] == 'head' and best.metrics[1] == max(m[1] for m in learn.sched.epoch_metrics) \
+        or best.metrics[0] == min(m[0] for m in learn.sched.epoch_metrics
+                                  if m[1] == best.metrics[1])
+
+    class Ruin:  # an epoch that is surely worse: the weights scrambled after it trained
+        def on_epoch_end(self, state, metrics):
+            pass
+    best_before = best.best
+    with torch.no_grad():
+        for p in learn.model.head.parameters():
+            p.mul_(-1)
+    learn.fit(1e-9, 1, callbacks=[best.phase('ruined')])
+    if best.best == best_before:  # the scrambled model did not beat the kept one
+        assert best.restore(learn)
+        state = learn.model.state_dict()
+        assert best.where == where
+        assert any(not torch.equal(kept[k], state[k]) for k in kept) or best.where != ('head', 1)
+    assert repr(best).startswith('KeepBest((')
