@@ -24,7 +24,6 @@ import shutil
 import string
 import sys
 import time
-from collections import Counter, OrderedDict, defaultdict
 from functools import partial
 from glob import glob, iglob
 from itertools import chain
@@ -42,8 +41,7 @@ from PIL import Image
 from tqdm import tqdm, trange
 
 __all__ = ['collections', 'copy', 'datetime', 'itertools', 'json', 'math', 'os', 'pickle', 'random',
-           're', 'shutil', 'string', 'sys', 'time', 'Counter', 'OrderedDict', 'defaultdict',
-           'partial', 'glob', 'iglob', 'chain', 'Path', 'matplotlib', 'plt', 'np', 'pd', 'PIL',
+           're', 'shutil', 'string', 'sys', 'time', 'partial', 'glob', 'iglob', 'chain', 'Path', 'matplotlib', 'plt', 'np', 'pd', 'PIL',
            'Image', 'tqdm', 'trange', 'tnrange', 'FileLink', 'display', 'torch', 'nn', 'F',
            'torchvision']
 
