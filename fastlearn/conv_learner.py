@@ -31,7 +31,7 @@ from torch.autograd import Variable
 from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientnet_lite0, get_body,
                     layer_groups, mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101,
                     resnet152, resnext50, resnext101_64, vgg16, wrn)
-from .core import VV, T, V, children, to_np
+from .core import VV, T, V, children, to_gpu, to_np
 from .dataset import ImageClassifierData, get_cv_idxs
 from .export import export_learner, load_learner
 from .images import open_image
@@ -51,7 +51,7 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny',
            'resnext101_64', 'accuracy_np', 'f2', 'fbeta', 'opt_th', 'open_image',
            'plt', 'os', 'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
-           'children', 'Flatten']
+           'to_gpu', 'children', 'Flatten']
 
 
 def __getattr__(name: str) -> Any:

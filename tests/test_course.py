@@ -582,7 +582,7 @@ def test_lesson1_calls_on_the_real_photos(dogscats, tmp_path):
     ns: dict = {}
     exec(HEADER, ns)
     np_, os = ns['np'], ns['os']
-    PATH, sz, arch = f'{dogscats}/', 64, ns['efficientnet_lite0']
+    PATH, sz, arch = f'{dogscats}/', 96, ns['efficientnet_lite0']
     files = os.listdir(f'{PATH}valid/cats')[:5]
     img = ns['plt'].imread(f'{PATH}valid/cats/{files[0]}')
     assert img.ndim == 3 and img.shape[2] == 3
@@ -590,15 +590,19 @@ def test_lesson1_calls_on_the_real_photos(dogscats, tmp_path):
     learn = ns['ConvLearner'].pretrained(arch, data, precompute=True,
                                          tmp_name=str(tmp_path / 'tmp'),
                                          models_name=str(tmp_path / 'models'))
-    learn.fit(0.01, 1)
+    learn.fit(0.01, 3)
     log_preds = learn.predict()
     preds = np_.argmax(log_preds, axis=1)
-    assert (preds == data.val_y).mean() > 0.8
+    assert (preds == data.val_y).mean() > 0.8  # 96 px, three head epochs; chance is 0.5
     fn = data.val_ds.fnames[0]
     trn_tfms, val_tfms = ns['tfms_from_model'](arch, sz)
     dl = ns['DataLoader'](ns['FilesIndexArrayDataset']([fn], np_.array([0]), val_tfms, PATH))
     one = learn.predict_dl(dl)
     np.testing.assert_allclose(one[0], log_preds[0], atol=1e-4)
     im = val_tfms(ns['open_image'](PATH + fn))
-    np.testing.assert_allclose(learn.predict_array(im[None])[0], log_preds[0], atol=1e-4)
+    # the loaders decode JPEGs at reduced size (draft_size); a full decode resamples a little
+    # differently, so the same class with nearly the same probability
+    one_array = learn.predict_array(im[None])[0]
+    assert one_array.argmax() == log_preds[0].argmax()
+    np.testing.assert_allclose(np.exp(one_array), np.exp(log_preds[0]), atol=0.1)
     assert 'Layer group' in repr(learn.summary())
