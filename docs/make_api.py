@@ -19,9 +19,9 @@ import fastlearn
 
 OUT = Path(__file__).resolve().parent / 'api.md'
 # The order of docs/architecture.md: each module only uses the ones above it.
-ORDER = ['core', 'imports', 'torch_imports', 'transforms', 'images', 'layers', 'archs', 'layer_optimizer', 'metrics',
-         'plots', 'summary', 'dataset', 'model', 'sgdr', 'precompute', 'learner', 'conv_learner', 'export',
-         'demo', 'cli']
+ORDER = ['core', 'imports', 'torch_imports', 'transforms', 'images', 'layers', 'archs',
+         'layer_optimizer', 'metrics', 'plots', 'summary', 'dataset', 'model', 'sgdr', 'precompute',
+         'learner', 'conv_learner', 'export', 'demo', 'cli']
 
 
 class _Ann:
@@ -139,7 +139,8 @@ def _module_section(modname: str) -> list[str]:
     if elsewhere:
         lines += ['Also here, documented with their own module: ' + ', '.join(elsewhere) + '.', '']
     if foreign:
-        lines += ['Also here, from other libraries (as the course had them): ' + ', '.join(foreign) + '.', '']
+        lines += ['Also here, from other libraries (as the course had them): '
+                  + ', '.join(foreign) + '.', '']
     if plain:
         lines += ['Values:', ''] + [line for n, obj in plain for line in _entry(n, obj, module)] + ['']
     return lines

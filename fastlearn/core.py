@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ['to_np', 'T', 'V', 'VV', 'to_gpu', 'children', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'default_device',
-           'num_cpus', 'default_num_workers', 'set_seed', 'subplots', 'figure']
+__all__ = ['to_np', 'T', 'V', 'VV', 'to_gpu', 'children', 'listify', 'cycle_lengths', 'sum_geom',
+           'atomic_write', 'default_device', 'num_cpus', 'default_num_workers', 'set_seed', 'subplots',
+           'figure']
 
 
 def to_np(x: Any) -> np.ndarray:

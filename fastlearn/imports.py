@@ -41,9 +41,9 @@ from PIL import Image
 from tqdm import tqdm, trange
 
 __all__ = ['collections', 'copy', 'datetime', 'itertools', 'json', 'math', 'os', 'pickle', 'random',
-           're', 'shutil', 'string', 'sys', 'time', 'partial', 'glob', 'iglob', 'chain', 'Path', 'matplotlib', 'plt', 'np', 'pd', 'PIL',
-           'Image', 'tqdm', 'trange', 'tnrange', 'FileLink', 'display', 'torch', 'nn', 'F',
-           'torchvision']
+           're', 'shutil', 'string', 'sys', 'time', 'partial', 'glob', 'iglob', 'chain', 'Path',
+           'matplotlib', 'plt', 'np', 'pd', 'PIL', 'Image', 'tqdm', 'trange', 'tnrange', 'FileLink',
+           'display', 'torch', 'nn', 'F', 'torchvision']
 
 
 class _Missing:

@@ -41,5 +41,6 @@ def load_model(m: nn.Module, p: str | os.PathLike) -> None:
     """The course's `load_model(m, p)`: weights saved by `save_model` into `m` (tensors only:
     nothing is unpickled)."""
     if not os.path.isfile(p):
-        raise FileNotFoundError(f'load_model: no file {os.fspath(p)!r}; save one with save_model(m, p)')
+        raise FileNotFoundError(f'load_model: no file {os.fspath(p)!r}; '
+                                'save one with save_model(m, p)')
     m.load_state_dict(torch.load(p, map_location='cpu', weights_only=True))

@@ -206,8 +206,9 @@ class RandomRotateZoom(v2.Transform):
         self.stretch = _check_number('stretch', stretch, 0, 10, 'RandomRotateZoom(10, 1.1, 0.1)')
         ps = [0.25] * 4 if ps is None else [float(p) for p in ps]
         if len(ps) != 4 or min(ps) < 0 or abs(sum(ps) - 1) > 1e-6:
-            raise ValueError(f"ps are the probabilities of rotate, zoom, stretch and nothing: four "
-                             f"numbers >= 0 summing to 1, e.g. ps=[0.25, 0.25, 0.25, 0.25]; got {ps}")
+            raise ValueError(f"ps are the probabilities of rotate, zoom, stretch and nothing: "
+                             f"four numbers >= 0 summing to 1, e.g. ps=[0.25, 0.25, 0.25, 0.25]; "
+                             f"got {ps}")
         self.ps = ps
         self._rotate = RandomRotate(deg, p=1.0)
 
@@ -230,7 +231,8 @@ class RandomRotateZoom(v2.Transform):
         return inpt if params['f'] == (1.0, 1.0) else _zoom(inpt, *params['f'])
 
     def __repr__(self) -> str:
-        return f'RandomRotateZoom(deg={self.deg}, zoom={self.zoom}, stretch={self.stretch}, ps={self.ps})'
+        return (f'RandomRotateZoom(deg={self.deg}, zoom={self.zoom}, stretch={self.stretch}, '
+                f'ps={self.ps})')
 
 
 transforms_basic = [RandomRotate(10), RandomLighting(0.05, 0.05)]

@@ -26,7 +26,8 @@ slow = pytest.mark.slow
 TABLE = {
     'resnet18': (512, 8, 6), 'resnet34': (512, 8, 6), 'resnet50': (2048, 8, 6),
     'resnet101': (2048, 8, 6), 'resnet152': (2048, 8, 6), 'resnext50': (2048, 8, 6),
-    'resnext101_64': (2048, 8, 6), 'wrn': (2048, 8, 6), 'vgg16': (512, 44, 22), 'dn121': (1024, 13, 7),
+    'resnext101_64': (2048, 8, 6), 'wrn': (2048, 8, 6), 'vgg16': (512, 44, 22),
+    'dn121': (1024, 13, 7),
     'efficientnet_b0': (1280, 9, 4), 'mobilenet_v3_large': (960, 17, 7),
     'convnext_tiny': (768, 8, 4), 'efficientnet_lite0': (1280, 11, 5),
 }

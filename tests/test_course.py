@@ -387,7 +387,8 @@ def test_lesson1_rxt50(course, dogscats_like, tiny_arch):
 def test_lesson7_cam(dogscats_like, tiny_arch):
     ns: dict = {}
     exec('from fastlearn.conv_learner import *', ns)
-    nn_, children, Flatten, to_np, np_ = ns['nn'], ns['children'], ns['Flatten'], ns['to_np'], ns['np']
+    nn_, children, Flatten = ns['nn'], ns['children'], ns['Flatten']
+    to_np, np_ = ns['to_np'], ns['np']
     PATH, sz, arch, bs = dogscats_like, 32, tiny_arch, 8
     m = arch(True)
     m = nn_.Sequential(*children(m)[:-2], nn_.Conv2d(32, 2, 3, padding=1),
