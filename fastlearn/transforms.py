@@ -259,6 +259,10 @@ def _describe(t: Any) -> str:
 def _as_image(im: Any, what: str = 'im') -> tv_tensors.Image:
     if isinstance(im, np.ndarray) and im.dtype.kind == 'f' and im.ndim in (2, 3):
         # the course's open_image gave float HWC arrays in [0, 1]
+        if im.size and (float(im.min()) < -1e-6 or float(im.max()) > 1 + 1e-6):
+            raise ValueError(f"a float {what} must hold values in [0, 1] (as the course's "
+                             f"open_image gave); got {float(im.min()):g}..{float(im.max()):g}. "
+                             f"Divide by 255, or pass a uint8 array")
         im = (np.clip(im, 0, 1) * 255 + 0.5).astype(np.uint8)
     if isinstance(im, np.ndarray) and im.dtype == np.uint8:
         im = Image.fromarray(im)

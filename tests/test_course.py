@@ -523,6 +523,8 @@ def test_val_tfms_returns_x_and_takes_the_course_arrays(tiny_arch):
     assert torch.equal(x, x2) and y == 3
     as_float = np.asarray(im, dtype=np.float32) / 255  # the course's open_image gave this
     torch.testing.assert_close(val_tfms(as_float), x)
+    with pytest.raises(ValueError, match=r'\[0, 1\].*0\.\.255|Divide by 255'):
+        val_tfms(as_float * 255)
 
 
 def test_tfms_from_model_pad_mode_norm_y_scale(tiny_arch):
