@@ -19,9 +19,9 @@ import fastlearn
 
 OUT = Path(__file__).resolve().parent / 'api.md'
 # The order of docs/architecture.md: each module only uses the ones above it.
-ORDER = ['core', 'imports', 'transforms', 'images', 'layers', 'archs', 'layer_optimizer', 'metrics',
-         'plots', 'dataset', 'model', 'sgdr', 'precompute', 'learner', 'conv_learner', 'export',
-         'demo', 'cli']
+ORDER = ['core', 'imports', 'torch_imports', 'transforms', 'images', 'layers', 'archs',
+         'layer_optimizer', 'metrics', 'plots', 'summary', 'dataset', 'model', 'sgdr', 'precompute',
+         'learner', 'conv_learner', 'export', 'demo', 'cli']
 
 
 class _Ann:
@@ -122,19 +122,25 @@ def _module_section(modname: str) -> list[str]:
     lines = [f'## fastlearn.{modname}', '', _summary(module), '']
     if modname == 'imports':  # the notebook hub: names from the standard library and friends
         return lines + ['Gives: ' + ', '.join(f'`{n}`' for n in names) + '.', '']
-    plain, rest, elsewhere = [], [], []
+    plain, rest, elsewhere, foreign = [], [], [], []
     for n in names:
         obj = getattr(module, n)
         home = getattr(obj, '__module__', None) or ''
         if (inspect.isclass(obj) or inspect.isfunction(obj)) and home != module.__name__ \
                 and home.startswith('fastlearn'):
             elsewhere.append(f'[`{n}`](#{home.replace(".", "")})')
+        elif (inspect.isclass(obj) or callable(obj) and not isinstance(obj, type(fastlearn))) \
+                and not home.startswith('fastlearn') and not hasattr(obj, 'builder'):
+            foreign.append(f'`{n}` ({home.split(".")[0] or type(obj).__name__})')
         else:
             (rest if inspect.isclass(obj) or inspect.isfunction(obj) else plain).append((n, obj))
     for n, obj in rest:
         lines += _entry(n, obj, module)
     if elsewhere:
         lines += ['Also here, documented with their own module: ' + ', '.join(elsewhere) + '.', '']
+    if foreign:
+        lines += ['Also here, from other libraries (as the course had them): '
+                  + ', '.join(foreign) + '.', '']
     if plain:
         lines += ['Values:', ''] + [line for n, obj in plain for line in _entry(n, obj, module)] + ['']
     return lines

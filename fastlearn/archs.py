@@ -29,9 +29,9 @@ from torch import nn
 
 __all__ = ['Arch', 'ARCHS', 'WeightsUnavailableError', 'get_body', 'layer_groups', 'arch_for',
            'table_arch', 'register_arch', 'load_state_dict_file', 'TimmBody',
-           'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn',
-           'vgg16', 'dn121', 'efficientnet_b0', 'mobilenet_v3_large', 'convnext_tiny',
-           'efficientnet_lite0']
+           'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50',
+           'resnext101_64', 'wrn', 'vgg16', 'dn121', 'efficientnet_b0', 'mobilenet_v3_large',
+           'convnext_tiny', 'efficientnet_lite0']
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 StateDict = Mapping[str, torch.Tensor]
@@ -311,13 +311,14 @@ def _tv(name: str, builder: Callable[..., nn.Module], cut, split: int) -> Arch:
 _TABLE: tuple[Arch, ...] = (
     # ResNets, as in the course: body = conv1, bn1, relu, maxpool, layer1..layer4;
     # groups [conv1, bn1, relu, maxpool, layer1, layer2] · [layer3, layer4] · head.
-    # nf 1024 (18, 34), 4096 (50, 101, 152, resnext50, wrn).
+    # nf 1024 (18, 34), 4096 (50, 101, 152, resnext50, resnext101_64, wrn).
     _tv('resnet18', tvm.resnet18, 8, 6),
     _tv('resnet34', tvm.resnet34, 8, 6),
     _tv('resnet50', tvm.resnet50, 8, 6),
     _tv('resnet101', tvm.resnet101, 8, 6),
     _tv('resnet152', tvm.resnet152, 8, 6),
     _tv('resnext50', tvm.resnext50_32x4d, 8, 6),
+    _tv('resnext101_64', tvm.resnext101_64x4d, 8, 6),  # the breeds notebook's arch
     _tv('wrn', tvm.wide_resnet50_2, 8, 6),
     # vgg16_bn: body = features (13 conv-BN-ReLU, 5 max pools; 44 children); the course's split
     # at 22: features[:22] (blocks 1-2, block 3 up to conv3_3's BN) · features[22:] · head.
@@ -364,8 +365,8 @@ ARCHS: dict[str, Arch] = {a.name: a for a in _TABLE}
 _ALIASES: dict[str, str] = {a.builder.__name__: a.name for a in _TABLE
                             if getattr(a.builder, '__name__', a.name) != a.name}
 
-(resnet18, resnet34, resnet50, resnet101, resnet152, resnext50, wrn, vgg16, dn121, efficientnet_b0,
- mobilenet_v3_large, convnext_tiny, efficientnet_lite0) = _TABLE
+(resnet18, resnet34, resnet50, resnet101, resnet152, resnext50, resnext101_64, wrn, vgg16, dn121,
+ efficientnet_b0, mobilenet_v3_large, convnext_tiny, efficientnet_lite0) = _TABLE
 
 
 def register_arch(arch: Arch, *, replace: bool = False) -> Arch:

@@ -5,27 +5,38 @@
                                           aug_tfms=transforms_side_on, max_zoom=1.1))
     learn = ConvLearner.pretrained(resnet34, data, precompute=True)
     learn.fit(1e-2, 1)
+
+Besides the library's names, the star gives what the course's lessons used from this import
+alone (lesson 2, lesson 7): `np`, `plt`, `os`, `glob` (the function), `Path`, `torch`, `nn`, `F`,
+`Variable`, `V`, `T`, `to_np`, `children`, `Flatten`, `open_image`. docs/course.md lists them.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from glob import glob
+from pathlib import Path
 from typing import Any, ContextManager
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd import Variable
 
-from .core import user_stacklevel
 from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientnet_lite0, get_body,
                     layer_groups, mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101,
-                    resnet152, resnext50, vgg16, wrn)
+                    resnet152, resnext50, resnext101_64, vgg16, wrn)
+from .core import VV, T, V, children, to_gpu, to_np, user_stacklevel
 from .dataset import ImageClassifierData, get_cv_idxs
 from .export import export_learner, load_learner
-from .layers import create_head, num_features, pool_flatten
+from .images import open_image
+from .layers import Flatten, create_head, num_features, pool_flatten
 from .learner import Learner
-from .metrics import accuracy, accuracy_thresh
+from .metrics import accuracy, accuracy_np, accuracy_thresh, f2, fbeta, opt_th
 from .model import predict_dl
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
                          head_threads)
@@ -36,7 +47,18 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'tfms_from_stats', 'transforms_basic', 'transforms_side_on', 'transforms_top_down',
            'CropType', 'TfmType', 'imagenet_stats', 'accuracy', 'accuracy_thresh', 'np', 'load_learner',
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
-           'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny']
+           'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny',
+           'resnext101_64', 'accuracy_np', 'f2', 'fbeta', 'opt_th', 'open_image',
+           'plt', 'os', 'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
+           'to_gpu', 'children', 'Flatten']
+
+
+def __getattr__(name: str) -> Any:
+    # `plt` is in the course's star but loads matplotlib, which `import fastlearn` should not.
+    if name == 'plt':
+        import matplotlib.pyplot as plt
+        return plt
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 _SPLITS = {'trn': ('trn_ds', 'fix_dl'), 'val': ('val_ds', 'val_dl'), 'test': ('test_ds', 'test_dl')}
@@ -86,6 +108,20 @@ class ConvLearner(Learner):
         learn._set_precompute(precompute)
         return learn
 
+    @classmethod
+    def from_model_data(cls, m: nn.Module, data: Any, **kwargs: Any) -> 'ConvLearner':
+        """`learn = ConvLearner.from_model_data(m, data)`: a learner for your own module, as
+        in lesson 7, with one layer group per child of `m` (so `learn.freeze_to(-4)` trains
+        the last four children) and every group trainable. Precompute needs a body and head
+        from `pretrained`; here it stays off."""
+        groups = children(m)
+        if not groups:
+            raise ValueError(f'from_model_data makes one layer group per child of the model, but '
+                             f'{type(m).__name__} has no children; wrap it: nn.Sequential(m)')
+        learn = cls(data, m, groups, arch_name=type(m).__name__, **kwargs)
+        learn.unfreeze()
+        return learn
+
     def export(self, fname: str) -> Any:
         """Write weights plus what prediction needs (architecture, classes, size, stats,
         transforms) to one file that `load_learner(fname)` opens without the training data."""
@@ -102,6 +138,10 @@ class ConvLearner(Learner):
         self._set_precompute(on)
 
     def _set_precompute(self, on: bool) -> None:
+        if on and not all(hasattr(self.model, k) for k in ('body', 'pool', 'head')):
+            raise ValueError('precompute=True caches the activations of a body under a head, as '
+                             'ConvLearner.pretrained builds them; this model (from_model_data) has '
+                             'none: leave precompute off')
         if on and any(self.trainable_groups()[:-1]):
             raise ValueError('precompute=True needs a frozen body (the cache holds its activations); '
                              'call learn.freeze() first')
@@ -136,6 +176,28 @@ class ConvLearner(Learner):
                 features, dl, self.tmp_path, prefix, key, device=self.device,
                 channels_last=self.channels_last)
         return self._acts[split, key]
+
+    def get_activations(self, force: bool = False) -> list[np.ndarray | None]:
+        """The course's `learn.get_activations()`: `[trn, val, test]` activations of the body
+        (test is None without a test set), from the cache or computed now; `force=True`
+        recomputes them. The cache is keyed by files, size, transforms and weights, so it is
+        never stale and `force` is rarely needed."""
+        if not all(hasattr(self.model, k) for k in ('body', 'pool', 'head')):
+            raise ValueError('get_activations needs the body and head that ConvLearner.pretrained '
+                             'builds; this model (from_model_data) has none')
+        if force:
+            self._acts.clear()
+            for split in _SPLITS:
+                prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
+                for f in (self.tmp_path.glob(f'{prefix}_*.npy') if self.tmp_path.is_dir() else ()):
+                    f.unlink()
+        return [self.activations(s) if s != 'test' or self.data.test_dl is not None else None
+                for s in _SPLITS]
+
+    def save_fc1(self) -> None:
+        """The course's `learn.save_fc1()`: compute (or find) and store under `tmp/` the body's
+        activations for the train, valid and test sets, so that `precompute=True` starts at once."""
+        self.get_activations()
 
     def _training_setup(self) -> tuple[nn.Module, Any, Any]:
         if not self._precompute:

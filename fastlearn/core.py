@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ['user_stacklevel', 'to_np', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'default_device',
-           'num_cpus', 'default_num_workers', 'set_seed', 'subplots', 'figure']
+__all__ = ['user_stacklevel', 'to_np', 'T', 'V', 'VV', 'to_gpu', 'children', 'listify', 'cycle_lengths', 'sum_geom',
+           'atomic_write', 'default_device', 'num_cpus', 'default_num_workers', 'set_seed', 'subplots',
+           'figure']
 
 
 def to_np(x: Any) -> np.ndarray:
@@ -23,6 +24,43 @@ def to_np(x: Any) -> np.ndarray:
         x = x.detach().cpu()
         return (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).numpy()
     return np.asarray(x)
+
+
+def T(a: Any, half: bool = False, cuda: bool = True) -> torch.Tensor:
+    """The course's `T(a)`: an array or list as a tensor (int64 for integers, float32 for
+    floats, float16 with `half=True`), on the GPU when there is one and `cuda` is True."""
+    if not torch.is_tensor(a):
+        a = np.array(np.ascontiguousarray(a))
+        if a.dtype.kind in 'iu':
+            a = torch.from_numpy(a.astype(np.int64))
+        elif a.dtype.kind == 'f':
+            a = torch.from_numpy(a.astype(np.float16 if half else np.float32))
+        else:
+            raise TypeError(f'T: cannot make a tensor of {a.dtype} values; pass numbers')
+    return to_gpu(a) if cuda else a
+
+
+def V(x: Any, requires_grad: bool = False, volatile: bool = False) -> torch.Tensor:
+    """The course's `V(x)`: `T(x)`, tracking gradients when `requires_grad` (PyTorch's Variable
+    is now the tensor itself; `volatile` is accepted and ignored, use `torch.no_grad()`)."""
+    t = T(x)
+    return t.requires_grad_(True) if requires_grad and t.is_floating_point() else t
+
+
+def VV(x: Any) -> torch.Tensor:
+    """The course's `VV(x)`: `V(x)` for inference (no gradient)."""
+    return V(x)
+
+
+def to_gpu(x: Any) -> Any:
+    """The course's `to_gpu(x)`: a tensor or module on the GPU when there is one, else as it is."""
+    return x.cuda() if torch.cuda.is_available() and hasattr(x, 'cuda') else x
+
+
+def children(m: Any) -> list:
+    """The course's `children(m)`: a module's direct children as a list (a list or tuple passes
+    through), e.g. `nn.Sequential(*children(m)[:-2], ...)`."""
+    return list(m) if isinstance(m, (list, tuple)) else list(m.children())
 
 
 def listify(x: Any, n: int, name: str = 'value', example: str = '') -> list:

@@ -28,8 +28,9 @@ from .images import (BadImageError, csv_files, csv_labels, csv_val_idxs, folder_
                      layout_hint, open_image, parse_csv_labels, resize_dest, resize_one,
                      scan_test_folder, screen_files)
 
-__all__ = ['ImageClassifierData', 'FilesDataset', 'ArraysDataset', 'get_cv_idxs', 'open_image',
-           'folder_source', 'parse_csv_labels', 'BadImageError']
+__all__ = ['ImageClassifierData', 'FilesDataset', 'FilesIndexArrayDataset', 'ArraysDataset',
+           'get_cv_idxs', 'open_image', 'folder_source', 'parse_csv_labels', 'BadImageError',
+           'DataLoader']
 
 Tfms = tuple[Any, Any]
 
@@ -135,6 +136,23 @@ class FilesDataset(_LabelledDataset):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}({len(self)} files under {self.root}, '
                 f'transform={self.transform!r})')
+
+
+class FilesIndexArrayDataset(FilesDataset):
+    """The course's name for files with one class index each, as in its single-image
+    prediction:
+
+        ds = FilesIndexArrayDataset([fn], np.array([0]), val_tfms, PATH)
+        preds = learn.predict_dl(DataLoader(ds))
+    """
+
+    def __init__(self, fnames: Sequence[str], y: np.ndarray, transform: Any, path: str | Path, *,
+                 c: int | None = None) -> None:
+        y = np.asarray(y)
+        if y.ndim != 1 or y.dtype.kind not in 'iu':
+            raise ValueError(f"FilesIndexArrayDataset takes one integer class index per file, e.g. "
+                             f"np.array([0]); got y of shape {y.shape} and dtype {y.dtype}")
+        super().__init__(fnames, y, transform, path, c=c)
 
 
 class ArraysDataset(_LabelledDataset):

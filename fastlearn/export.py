@@ -106,7 +106,7 @@ class Predictor:
         for i in range(0, len(images), bs):
             ims = [im if hasattr(im, 'convert') else open_image(im, self.tfms.draft_size)
                    for im in images[i:i + bs]]
-            x = torch.stack([self.tfms(im.convert('RGB'))[0] for im in ims]).to(self.device)
+            x = torch.stack([self.tfms(im.convert('RGB')) for im in ims]).to(self.device)
             logits = self.model(x)
             out.append(to_np(logits if self.is_reg else
                              torch.sigmoid(logits) if self.is_multi else F.softmax(logits, dim=-1)))

@@ -23,6 +23,7 @@ from .model import epochs_for, predict_dl, to_device
 from .guards import DivergenceGuard
 from .one_cycle import OneCycle
 from .sgdr import CosAnneal, CycleSaver, LR_Finder, Recorder, SaveBestModel
+from .summary import ModelSummary, model_summary
 
 __all__ = ['Learner']
 
@@ -115,12 +116,15 @@ class Learner:
         return self.layer_groups
 
     def freeze_to(self, n: int) -> None:
-        """Freeze layer groups `[:n]` and train groups `[n:]` (`freeze_to(-1)`: only the head)."""
+        """Freeze layer groups `[:n]` and train groups `[n:]` (`freeze_to(-1)`: only the head).
+        Each module of a group also gets the course's flag: `m[-1].trainable` is True."""
         if not -len(self.layer_groups) <= n <= len(self.layer_groups):
             raise ValueError(f'freeze_to({n}): the model has {len(self.layer_groups)} layer groups; '
                              f'pass 0..{len(self.layer_groups)} (or -1 to train only the head)')
         n = n % len(self.layer_groups) if n < 0 else n
         for i, g in enumerate(self.layer_groups):
+            for m in g.modules():
+                m.trainable = i >= n
             for p in g.parameters():
                 p.requires_grad_(i >= n)
 
@@ -275,6 +279,14 @@ class Learner:
         return self.fit_one_cycle(epochs, slice(base_lr / 2 / lr_mult, base_lr / 2),
                                   pct_start=pct_start, div=div, **kwargs)
 
+    def lr_find2(self, start_lr: Any = 1e-5, end_lr: float = 10, num_it: int = 100, wds: Any = None,
+                 linear: bool = False, stop_dy: bool = True) -> Recorder:
+        """`learn.lr_find2(); learn.sched.plot()`: the course's finder over `num_it` batches
+        (however many epochs that takes) rather than one epoch; `lr_find` with `num_it`. The
+        finder always stops when the loss explodes, so `stop_dy` is accepted for the course's
+        calls and has no further effect."""
+        return self.lr_find(start_lr, end_lr, wds, linear, num_it=num_it)
+
     def lr_find(self, start_lr: Any = 1e-5, end_lr: float = 10, wds: Any = None, linear: bool = False,
                 num_it: int | None = None) -> Recorder:
         """Raise the rate exponentially from `start_lr` to `end_lr` over one epoch (or `num_it`
@@ -337,6 +349,11 @@ class Learner:
                              f'load_learner({str(path)!r})')
         self.model.load_state_dict(state)
 
+    def load_cycle(self, name: str, cycle: int) -> None:
+        """`learn.load_cycle('snap', 2)`: the weights `fit(..., cycle_save_name='snap')` saved
+        at the end of SGDR cycle 2 (`models/snap_cyc_2.pth`), for snapshot ensembles."""
+        self.load(f'{name}_cyc_{cycle}')
+
     def set_data(self, data: Any) -> None:
         """Swap in new data (progressive resizing), keep the weights, and refreeze.
 
@@ -351,21 +368,28 @@ class Learner:
         self.freeze()
 
     # --- predicting --------------------------------------------------------------------------
-    def predict_dl(self, dl: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions and targets for any loader, through the full model."""
+    def predict_dl(self, dl: Any) -> np.ndarray:
+        """`preds = learn.predict_dl(dl)`: predictions (log-probabilities for single-label) for
+        any loader, through the full model, as in the course; `predict_dl_with_targs` gives the
+        targets too."""
+        return self.predict_dl_with_targs(dl)[0]
+
+    def predict_dl_with_targs(self, dl: Any) -> tuple[np.ndarray, np.ndarray]:
+        """`preds, y = learn.predict_dl_with_targs(dl)`: predictions and targets for any
+        loader, through the full model, in loader order."""
         return predict_dl(self.model, dl, activation=self.activation, device=self.device,
                           channels_last=self.channels_last)
 
     def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`(log_preds, targets)` for the validation (or test) set, in loader order."""
-        return self.predict_dl(self._eval_dl(is_test))
+        return self.predict_dl_with_targs(self._eval_dl(is_test))
 
     def predict(self, is_test: bool = False) -> np.ndarray:
         """Log-probabilities (probabilities for multi-label) for the validation or test set."""
         return self.predict_with_targs(is_test)[0]
 
     def predict_array(self, x: Any) -> np.ndarray:
-        """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[0][None]`."""
+        """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[None]`."""
         x = torch.as_tensor(x, dtype=torch.float32)
         self.model.eval()
         with torch.inference_mode():
@@ -387,11 +411,19 @@ class Learner:
             log_preds, y = learn.TTA()
             probs = np.mean(np.exp(log_preds), 0)
         """
-        preds, y = self.predict_dl(self._eval_dl(is_test))
+        preds, y = self.predict_dl_with_targs(self._eval_dl(is_test))
         aug_dl = self._eval_dl(is_test, augmented=True)
-        return np.stack([preds] + [self.predict_dl(aug_dl)[0] for _ in range(n_aug)]), y
+        return np.stack([preds] + [self.predict_dl(aug_dl) for _ in range(n_aug)]), y
 
     # --- what it is --------------------------------------------------------------------------
+    def summary(self) -> ModelSummary:
+        """`learn.summary()`: a table of every layer with its output shape for one training
+        image, its parameters, its layer group and whether it trains, then the parameters per
+        group, trainable or frozen. Also fastai 0.7's dict: `learn.summary()['Conv2d-1']`."""
+        x = torch.as_tensor(self.data.trn_ds[0][0])[None]
+        return model_summary(self.model, to_device(x, self.device, self.channels_last),
+                             self.layer_groups)
+
     def __repr__(self) -> str:
         lrs = ('[' + ', '.join(f'{lr:.3g}' for lr in self.layer_opt.lrs) + ']'
                if self.layer_opt else 'not set (no fit yet)')

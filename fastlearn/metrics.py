@@ -3,6 +3,7 @@ device) and returns a Python float; each function's `__name__` is its column hea
 
     learn = ConvLearner.pretrained(arch, data, metrics=[accuracy])          # single-label
     learn = ConvLearner.pretrained(arch, data, metrics=[accuracy_thresh(0.2), f2])  # multi-label
+    th = opt_th(preds, y); f2(preds, y)             # the course's planet helpers
 
 Single-label `preds` are (N, C) scores: log-probabilities, probabilities or logits (only the
 argmax matters). Multi-label `preds` are (N, C) probabilities, compared with `thresh`
@@ -18,7 +19,7 @@ import numpy as np
 from .core import to_np
 
 __all__ = ['accuracy', 'accuracy_np', 'accuracy_thresh', 'accuracy_multi', 'error_rate',
-           'fbeta', 'f2', 'precision', 'recall']
+           'fbeta', 'f2', 'opt_th', 'precision', 'recall']
 
 Metric = Callable[[Any, Any], float]
 
@@ -85,17 +86,21 @@ def accuracy_thresh(thresh: float = 0.5, *, sigmoid: bool = False) -> Metric:
     return metric
 
 
-def _labels(preds: Any, targs: Any, name: str, thresh: float, average: str | None
-            ) -> tuple[np.ndarray, np.ndarray, str]:
+def _is_multi(preds: Any, targs: Any) -> bool:
+    p, t = np.shape(preds), np.shape(targs)
+    return p == t and len(p) == 2
+
+
+def _labels(preds: Any, targs: Any, name: str, thresh: float, average: str | None,
+            multi_average: str = 'micro') -> tuple[np.ndarray, np.ndarray, str]:
     """Predicted and true labels in scikit-learn's form, and the averaging to use.
 
-    Targets shaped like preds are multi-label (threshold; default 'micro', fastai 0.7's
-    F-beta); (N,) targets are single-label (argmax; default 'binary' for two classes,
-    else 'macro')."""
+    Targets shaped like preds are multi-label (threshold; default `multi_average`); (N,)
+    targets are single-label (argmax; default 'binary' for two classes, else 'macro')."""
     p, t = to_np(preds), to_np(targs)
-    if p.shape == t.shape and p.ndim == 2:
+    if _is_multi(p, t):
         yp, yt = _multi_label(p, t, name, thresh, False)
-        return yp.astype(int), yt.astype(int), average or 'micro'
+        return yp.astype(int), yt.astype(int), average or multi_average
     yp, yt = _single_label(p, t, name)
     default = 'binary' if p.shape[-1] == 2 else 'macro'
     return yp, yt, average or default
@@ -103,20 +108,50 @@ def _labels(preds: Any, targs: Any, name: str, thresh: float, average: str | Non
 
 def fbeta(preds: Any, targs: Any, beta: float = 2, thresh: float = 0.5, *,
           average: str | None = None) -> float:
-    """F-beta (weighted harmonic mean of precision and recall; beta=2 weighs recall more,
-    the Planet competition's score) via scikit-learn's `fbeta_score`, 0 where undefined.
-    Multi-label: `preds > thresh`, micro-averaged over all cells by default.
+    """`fbeta(preds, targs, 2)`: F-beta (weighted harmonic mean of precision and recall;
+    beta=2 weighs recall more, the Planet competition's score) via scikit-learn's
+    `fbeta_score`, 0 where undefined.
+    Multi-label: `preds > thresh`, averaged over images ('samples': one F-beta per image, then
+    the mean, as the Planet score and the course's planet helper), or `average='micro'`.
     Single-label: argmax, 'binary' (class 1 positive) for two classes, else 'macro'."""
     if beta <= 0:
         raise ValueError(f"fbeta: beta must be > 0, got {beta}")
     from sklearn.metrics import fbeta_score
-    yp, yt, avg = _labels(preds, targs, 'fbeta', thresh, average)
+    yp, yt, avg = _labels(preds, targs, 'fbeta', thresh, average, 'samples')
     return float(fbeta_score(yt, yp, beta=beta, average=avg, zero_division=0))
 
 
-def f2(preds: Any, targs: Any, thresh: float = 0.5) -> float:
-    """F-beta with beta=2 (see `fbeta`)."""
-    return fbeta(preds, targs, beta=2, thresh=thresh)
+def _thresholds(start: float, end: float, step: float) -> np.ndarray:
+    ths = np.arange(start, end, step)
+    if step <= 0 or not len(ths):
+        raise ValueError(f"no thresholds in [start, end) = [{start}, {end}) with step {step}; "
+                         "pass start < end and step > 0, e.g. start=0.17, end=0.24, step=0.01")
+    return ths
+
+
+def _f2_per_threshold(preds: Any, targs: Any, ths: np.ndarray) -> np.ndarray:
+    return np.array([fbeta(preds, targs, beta=2, thresh=th) for th in ths])
+
+
+def f2(preds: Any, targs: Any, start: float = 0.17, end: float = 0.24, step: float = 0.01) -> float:
+    """`metrics=[f2]`, `f2(preds, y)`: the course's planet F2. Multi-label: the best F2
+    averaged over images over the thresholds `np.arange(start, end, step)` (0.17 to 0.23);
+    `opt_th` gives the threshold. Single-label: `fbeta(preds, targs, 2)`."""
+    if not _is_multi(to_np(preds), to_np(targs)):
+        return fbeta(preds, targs, beta=2)
+    return float(_f2_per_threshold(preds, targs, _thresholds(start, end, step)).max())
+
+
+def opt_th(preds: Any, targs: Any, start: float = 0.17, end: float = 0.24,
+           step: float = 0.01) -> float:
+    """`th = opt_th(preds, y)`: the course's planet helper: the threshold in
+    `np.arange(start, end, step)` with the best F2 averaged over images (the first on ties)."""
+    p, t = to_np(preds), to_np(targs)
+    if not _is_multi(p, t):
+        raise ValueError(f"opt_th searches a threshold for multi-label predictions: preds and "
+                         f"targs must both be (N, n_labels), got {p.shape} and {t.shape}")
+    ths = _thresholds(start, end, step)
+    return float(ths[int(np.argmax(_f2_per_threshold(p, t, ths)))])
 
 
 def precision(preds: Any, targs: Any, thresh: float = 0.5, *, average: str | None = None) -> float:

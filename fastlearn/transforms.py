@@ -27,7 +27,7 @@ from .archs import table_arch
 from .core import to_np
 
 __all__ = ['imagenet_stats', 'inception_stats', 'CropType', 'TfmType', 'RandomRotate',
-           'RandomLighting', 'RandomFlip', 'RandomDihedral', 'transforms_basic',
+           'RandomRotateZoom', 'RandomLighting', 'RandomFlip', 'RandomDihedral', 'transforms_basic',
            'transforms_side_on', 'transforms_top_down', 'Transforms', 'tfms_from_stats',
            'tfms_from_model']
 
@@ -183,6 +183,58 @@ class RandomDihedral(v2.Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
+def _zoom(t: Any, fy: float, fx: float) -> Any:
+    """`t` scaled by (fy, fx) >= 1 about its centre, cropped back to its size."""
+    h, w = TF.get_size(t)
+    nh, nw = max(h, round(h * fy)), max(w, round(w * fx))
+    mode = v2.InterpolationMode.NEAREST if isinstance(t, tv_tensors.Mask) else \
+        v2.InterpolationMode.BILINEAR
+    out = TF.center_crop(TF.resize(t, [nh, nw], interpolation=mode, antialias=False), [h, w])
+    return TF.clamp_bounding_boxes(out) if isinstance(out, tv_tensors.BoundingBoxes) else out
+
+
+class RandomRotateZoom(v2.Transform):
+    """`RandomRotateZoom(deg=10, zoom=1.1, stretch=0.1)`: one of a rotation (uniform in
+    [-deg, deg]), a zoom (by 1..zoom about the centre), a stretch (one axis by 1..1+stretch) or
+    nothing, drawn with probabilities `ps` (default a quarter each), as the course's transform."""
+
+    def __init__(self, deg: float, zoom: float, stretch: float,
+                 ps: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.deg = _check_number('deg', deg, 0, 180, 'RandomRotateZoom(10, 1.1, 0.1)')
+        self.zoom = _check_number('zoom', zoom, 1, 10, 'RandomRotateZoom(10, 1.1, 0.1)')
+        self.stretch = _check_number('stretch', stretch, 0, 10, 'RandomRotateZoom(10, 1.1, 0.1)')
+        ps = [0.25] * 4 if ps is None else [float(p) for p in ps]
+        if len(ps) != 4 or min(ps) < 0 or abs(sum(ps) - 1) > 1e-6:
+            raise ValueError(f"ps are the probabilities of rotate, zoom, stretch and nothing: "
+                             f"four numbers >= 0 summing to 1, e.g. ps=[0.25, 0.25, 0.25, 0.25]; "
+                             f"got {ps}")
+        self.ps = ps
+        self._rotate = RandomRotate(deg, p=1.0)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        u = torch.rand(3).tolist()
+        choice = int(np.searchsorted(np.cumsum(self.ps), u[0], side='right'))
+        if choice == 0:
+            return {'angle': (2 * u[1] - 1) * self.deg, 'f': (1.0, 1.0)}
+        if choice == 1:
+            f = 1 + (self.zoom - 1) * u[1]
+            return {'angle': 0.0, 'f': (f, f)}
+        if choice == 2:
+            f = 1 + self.stretch * u[1]
+            return {'angle': 0.0, 'f': (f, 1.0) if u[2] < 0.5 else (1.0, f)}
+        return {'angle': 0.0, 'f': (1.0, 1.0)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params['angle']:
+            return self._rotate.transform(inpt, params)
+        return inpt if params['f'] == (1.0, 1.0) else _zoom(inpt, *params['f'])
+
+    def __repr__(self) -> str:
+        return (f'RandomRotateZoom(deg={self.deg}, zoom={self.zoom}, stretch={self.stretch}, '
+                f'ps={self.ps})')
+
+
 transforms_basic = [RandomRotate(10), RandomLighting(0.05, 0.05)]
 transforms_side_on = transforms_basic + [RandomFlip()]
 transforms_top_down = transforms_basic + [RandomDihedral()]
@@ -205,11 +257,18 @@ def _describe(t: Any) -> str:
 
 
 def _as_image(im: Any, what: str = 'im') -> tv_tensors.Image:
+    if isinstance(im, np.ndarray) and im.dtype.kind == 'f' and im.ndim in (2, 3):
+        # the course's open_image gave float HWC arrays in [0, 1]
+        if im.size and (float(im.min()) < -1e-6 or float(im.max()) > 1 + 1e-6):
+            raise ValueError(f"a float {what} must hold values in [0, 1] (as the course's "
+                             f"open_image gave); got {float(im.min()):g}..{float(im.max()):g}. "
+                             f"Divide by 255, or pass a uint8 array")
+        im = (np.clip(im, 0, 1) * 255 + 0.5).astype(np.uint8)
     if isinstance(im, np.ndarray) and im.dtype == np.uint8:
         im = Image.fromarray(im)
     if not isinstance(im, Image.Image):
-        raise TypeError(f"{what} must be a PIL image (or a uint8 HWC array); got "
-                        f"{type(im).__name__}. Open files with PIL.Image.open(path)")
+        raise TypeError(f"{what} must be a PIL image (or a uint8 or [0, 1] float HWC array); got "
+                        f"{type(im).__name__}. Open files with open_image(path)")
     if im.mode != 'RGB':  # grayscale, palette, RGBA, CMYK: the models expect 3 channels
         im = im.convert('RGB')
     return tv_tensors.Image(TF.pil_to_tensor(im))
@@ -262,6 +321,18 @@ def _check_tfms(aug_tfms: Any) -> list[Callable]:
     return tfms
 
 
+# The course passed OpenCV's border codes; torchvision names the same fills.
+_CV2_PAD = {0: 'constant', 1: 'edge', 2: 'symmetric', 4: 'reflect'}
+
+
+def _pad_mode(mode: Any) -> str:
+    name = _CV2_PAD.get(mode, mode) if isinstance(mode, int) else mode
+    if name not in ('constant', 'edge', 'reflect', 'symmetric'):
+        raise ValueError(f"pad_mode must be 'reflect', 'symmetric', 'edge', 'constant' or one of "
+                         f"the course's cv2 codes {sorted(_CV2_PAD)}; got {mode!r}")
+    return name
+
+
 def _check_stats(stats: Any) -> Stats:
     try:
         mean, std = (tuple(float(v) for v in s) for s in stats)
@@ -296,7 +367,11 @@ class Transforms:
                  aug_tfms: Sequence[Callable] | Callable | None = None,
                  max_zoom: float | None = None, pad: int = 0,
                  crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
-                 sz_y: int | None = None) -> None:
+                 sz_y: int | None = None, pad_mode: str | int = 'reflect', norm_y: bool = True,
+                 scale: Sequence[Callable] | Callable | None = None) -> None:
+        self.pad_mode = _pad_mode(pad_mode)
+        self.norm_y = bool(norm_y)
+        self.scale = _check_tfms(scale)
         self.sz = _check_number('sz', sz, 1, math.inf, 'sz=224', integer=True)
         self.sz_y = _check_number('sz_y', sz_y, 1, math.inf, 'sz_y=448', integer=True,
                                   optional=True)
@@ -334,14 +409,16 @@ class Transforms:
             side /= math.sqrt(_RRC_SCALE[0] * _RRC_RATIO[0])
         return math.ceil(side - 1e-9)
 
-    def __call__(self, im: Image.Image, y: Any = None) -> tuple[torch.Tensor, Any]:
+    def __call__(self, im: Image.Image, y: Any = None) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """`x = val_tfms(im)` as in the course, or `x, y = trn_tfms(im, y)` with a target."""
         x = _as_image(im)
         tgt = self._target(y, tuple(x.shape[-2:]))
         x, tgt = self._resize(x, tgt)
         if self.is_train:
             x, tgt = self._augment(x, tgt)
         x, tgt = self._crop(x, tgt)
-        return self._finish(x, tgt, y)
+        x, y_out = self._finish(x, tgt, y)
+        return x if y is None else (x, y_out)
 
     def _target(self, y: Any, size: tuple[int, int]) -> Any:
         if self.tfm_y is TfmType.NO:
@@ -354,6 +431,11 @@ class Transforms:
         return _as_mask(y) if self.tfm_y is TfmType.CLASS else _as_boxes(y, size)
 
     def _resize(self, x: tv_tensors.Image, tgt: Any) -> tuple[Any, Any]:
+        if self.scale:  # the caller's own scaling replaces the shorter-side resize
+            sample = x if tgt is None else (x, tgt)
+            for t in self.scale:
+                sample = t(sample)
+            return (sample, None) if tgt is None else sample
         h, w = x.shape[-2:]
         side = self._work
         if self.is_train and self.max_zoom is not None and float(torch.rand(())) < 0.75:
@@ -371,9 +453,9 @@ class Transforms:
 
     def _augment(self, x: Any, tgt: Any) -> tuple[Any, Any]:
         if self._pad:
-            x = TF.pad(x, [self._pad], padding_mode='reflect')
+            x = TF.pad(x, [self._pad], padding_mode=self.pad_mode)
             if tgt is not None:  # a mirrored border carries mirrored labels; boxes just shift
-                mode = 'constant' if isinstance(tgt, tv_tensors.BoundingBoxes) else 'reflect'
+                mode = 'constant' if isinstance(tgt, tv_tensors.BoundingBoxes) else self.pad_mode
                 tgt = TF.pad(tgt, [self._pad], padding_mode=mode)
         sample = x if tgt is None else (x, tgt)
         for t in self.aug_tfms:
@@ -412,6 +494,8 @@ class Transforms:
         if isinstance(tgt, tv_tensors.Mask):
             mask = tgt.as_subclass(torch.Tensor)[0]
             return x, mask.to(torch.int64, memory_format=torch.contiguous_format)
+        if not self.norm_y:  # a PIXEL target kept in [0, 1]
+            return x, tgt.as_subclass(torch.Tensor).to(torch.float32).div_(255)
         return x, self._normalise(tgt)
 
     def denorm(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -430,7 +514,16 @@ class Transforms:
         augs = ', '.join(_describe(t) for t in self.aug_tfms)
         return (f"Transforms(sz={self.sz}, sz_y={self.sz_y}, is_train={self.is_train}, "
                 f"crop_type=CropType.{self.crop_type.name}, tfm_y=TfmType.{self.tfm_y.name}, "
-                f"max_zoom={self.max_zoom}, pad={self.pad}, stats=({stats}), aug_tfms=[{augs}])")
+                f"max_zoom={self.max_zoom}, pad={self.pad}, stats=({stats}), aug_tfms=[{augs}]"
+                f"{self._extra_repr()})")
+
+    def _extra_repr(self) -> str:
+        # only what differs from the defaults, so caches keyed by older reprs stay valid
+        extra = [f'pad_mode={self.pad_mode!r}'] if self.pad_mode != 'reflect' else []
+        extra += [] if self.norm_y else ['norm_y=False']
+        if self.scale:
+            extra.append('scale=[' + ', '.join(_describe(t) for t in self.scale) + ']')
+        return ''.join(', ' + e for e in extra)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -438,24 +531,35 @@ class Transforms:
 def tfms_from_stats(stats: Stats, sz: int, aug_tfms: Sequence[Callable] | Callable | None = None,
                     max_zoom: float | None = None, *, pad: int = 0,
                     crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
-                    sz_y: int | None = None) -> tuple[Transforms, Transforms]:
+                    sz_y: int | None = None, pad_mode: str | int = 'reflect', norm_y: bool = True,
+                    scale: Sequence[Callable] | Callable | None = None
+                    ) -> tuple[Transforms, Transforms]:
     """`tfms_from_stats(imagenet_stats, 224, aug_tfms=transforms_side_on, max_zoom=1.1)`:
     `(trn_tfms, val_tfms)` normalising with `stats = (mean, std)`. The validation pipeline gets
-    no augmentation, zoom or pad, and crops the centre (or squashes, for CropType.NO)."""
+    no augmentation, zoom or pad, and crops the centre (or squashes, for CropType.NO).
+    `pad_mode` fills the `pad` border ('reflect', 'symmetric', 'edge', 'constant' or the
+    course's cv2 codes 0, 1, 2, 4); `norm_y=False` keeps a PIXEL target in [0, 1] instead of
+    normalising it; `scale` (transforms taking the image, or `(image, target)`) replaces the
+    shorter-side resize, on train and valid alike."""
+    common = dict(crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode, norm_y=norm_y,
+                  scale=scale)
     trn = Transforms(sz, stats, is_train=True, aug_tfms=aug_tfms, max_zoom=max_zoom, pad=pad,
-                     crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y)
-    val = Transforms(sz, stats, is_train=False, crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y)
+                     **common)
+    val = Transforms(sz, stats, is_train=False, **common)
     return trn, val
 
 
 def tfms_from_model(f_model: Any, sz: int, aug_tfms: Sequence[Callable] | Callable | None = None,
                     max_zoom: float | None = None, *, pad: int = 0,
                     crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
-                    sz_y: int | None = None) -> tuple[Transforms, Transforms]:
+                    sz_y: int | None = None, pad_mode: str | int = 'reflect', norm_y: bool = True,
+                    scale: Sequence[Callable] | Callable | None = None
+                    ) -> tuple[Transforms, Transforms]:
     """`tfms_from_model(resnet34, 224, aug_tfms=transforms_side_on, max_zoom=1.1)`: as
     `tfms_from_stats`, with the statistics the model was trained with (see `model_stats`)."""
     return tfms_from_stats(model_stats(f_model), sz, aug_tfms, max_zoom, pad=pad,
-                           crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y)
+                           crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode,
+                           norm_y=norm_y, scale=scale)
 
 
 def model_stats(f_model: Any) -> Stats:

@@ -26,12 +26,13 @@ slow = pytest.mark.slow
 TABLE = {
     'resnet18': (512, 8, 6), 'resnet34': (512, 8, 6), 'resnet50': (2048, 8, 6),
     'resnet101': (2048, 8, 6), 'resnet152': (2048, 8, 6), 'resnext50': (2048, 8, 6),
-    'wrn': (2048, 8, 6), 'vgg16': (512, 44, 22), 'dn121': (1024, 13, 7),
+    'resnext101_64': (2048, 8, 6), 'wrn': (2048, 8, 6), 'vgg16': (512, 44, 22),
+    'dn121': (1024, 13, 7),
     'efficientnet_b0': (1280, 9, 4), 'mobilenet_v3_large': (960, 17, 7),
     'convnext_tiny': (768, 8, 4), 'efficientnet_lite0': (1280, 11, 5),
 }
-# The five biggest (0.4-1 s each to build on 2 CPU cores) run with the slow tests only.
-SLOW = {'resnet101', 'resnet152', 'wrn', 'vgg16', 'convnext_tiny'}
+# The six biggest (0.4-1 s each to build on 2 CPU cores) run with the slow tests only.
+SLOW = {'resnet101', 'resnet152', 'resnext101_64', 'wrn', 'vgg16', 'convnext_tiny'}
 
 
 def x64(n: int = 1, sz: int = 64) -> torch.Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastlearn.metrics import (accuracy, accuracy_multi, accuracy_np, accuracy_thresh, error_rate,
-                               f2, fbeta, precision, recall)
+                               f2, fbeta, opt_th, precision, recall)
 
 # 4 rows, 3 classes: argmax = [0, 1, 2, 1]; targets [0, 1, 1, 1] -> 3 of 4 right
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.3, 0.4, 0.3]])
@@ -71,21 +71,49 @@ def test_names_for_the_epoch_table():
 
 
 @pytest.mark.parametrize('to', [np.asarray, torch.tensor])
-def test_multilabel_precision_recall_fbeta_micro(to):
+def test_multilabel_precision_recall_micro_fbeta_per_image(to):
     p, t = to(ML_PROBS), to(ML_TARGS)
     assert precision(p, t) == pytest.approx(5 / 6)
     assert recall(p, t) == pytest.approx(5 / 6)
-    assert fbeta(p, t, beta=1) == pytest.approx(5 / 6)
-    assert f2(p, t) == pytest.approx(5 / 6)
+    assert fbeta(p, t, beta=1, average='micro') == pytest.approx(5 / 6)
+    # per image at 0.5: F1 = 2/3 (P 1/2, R 1), 4/5 (P 1, R 2/3), 1 -> mean 0.8222
+    assert fbeta(p, t, beta=1) == pytest.approx((2 / 3 + 4 / 5 + 1) / 3)
 
 
 def test_fbeta_weighs_recall():
-    # predict everything positive: recall 1, precision 6/12
+    # predict everything positive: per image P = 1/4, 3/4, 2/4 and R = 1
     p = np.ones_like(ML_PROBS)
-    prec, rec = 0.5, 1.0
-    f2_expected = 5 * prec * rec / (4 * prec + rec)
-    assert f2(p, ML_TARGS) == pytest.approx(f2_expected)
-    assert fbeta(p, ML_TARGS, beta=1) == pytest.approx(2 * prec * rec / (prec + rec))
+    per_image = [5 * pr / (4 * pr + 1) for pr in (1 / 4, 3 / 4, 2 / 4)]
+    assert fbeta(p, ML_TARGS, beta=2) == pytest.approx(np.mean(per_image))
+    assert f2(p, ML_TARGS) == pytest.approx(np.mean(per_image))  # every threshold: all positive
+    assert fbeta(p, ML_TARGS, beta=1, average='micro') == pytest.approx(2 * 0.5 / 1.5)
+
+
+def _f2_by_hand(p, t, th):
+    scores = []
+    for pr, tr in zip(p > th, t.astype(bool)):
+        tp = (pr & tr).sum()
+        prec, rec = (tp / pr.sum() if pr.sum() else 0), (tp / tr.sum() if tr.sum() else 0)
+        scores.append(5 * prec * rec / (4 * prec + rec) if tp else 0)
+    return np.mean(scores)
+
+
+def test_f2_and_opt_th_are_the_course_planet_helpers():
+    # 40 images, 6 labels: the best threshold lies inside 0.17..0.23, away from 0.5
+    rng = np.random.default_rng(0)
+    t = (rng.random((40, 6)) < 0.3).astype(np.float32)
+    p = np.clip(t * 0.3 + rng.random((40, 6)) * 0.25, 0, 1)
+    ths = np.arange(0.17, 0.24, 0.01)
+    by_hand = [_f2_by_hand(p, t, th) for th in ths]
+    assert f2(p, t) == pytest.approx(max(by_hand))
+    assert opt_th(p, t) == pytest.approx(ths[int(np.argmax(by_hand))])
+    assert f2(p, t) > fbeta(p, t, beta=2) + 0.1  # 0.5 misses most positives here
+    assert f2(torch.tensor(p), torch.tensor(t)) == pytest.approx(f2(p, t))
+    assert f2(p, t, start=0.5, end=0.51) == pytest.approx(fbeta(p, t, beta=2, thresh=0.5))
+    with pytest.raises(ValueError, match='multi-label'):
+        opt_th(PROBS, TARGS)
+    with pytest.raises(ValueError, match='no thresholds'):
+        f2(p, t, start=0.3, end=0.2)
 
 
 def test_single_label_binary_and_multiclass_averages():

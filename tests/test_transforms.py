@@ -70,9 +70,9 @@ def test_every_crop_type_gives_sz_square_float32(crop_type):
 def test_valid_is_deterministic_and_exactly_the_centre():
     arr = gradient(48, 64)
     _, val = tfms_from_stats(imagenet_stats, 48)
-    x1, _ = val(Image.fromarray(arr))
+    x1 = val(Image.fromarray(arr))
     torch.manual_seed(123)  # no random draw in valid
-    x2, _ = val(Image.fromarray(arr))
+    x2 = val(Image.fromarray(arr))
     assert torch.equal(x1, x2)
     # shorter side is already 48, so valid is a pure centre crop: columns 8..55
     want = (arr[:, 8:56].astype(np.float32) / 255 - MEAN) / STD
@@ -83,14 +83,14 @@ def test_valid_matches_torchvision_resize_and_centre_crop():
     im = Image.fromarray(gradient(90, 70))
     _, val = tfms_from_stats(imagenet_stats, 32)
     ref = v2.Compose([v2.ToImage(), v2.Resize(32, antialias=True), v2.CenterCrop(32)])(im)
-    ours = val.denorm(val(im)[0]) * 255
+    ours = val.denorm(val(im)) * 255
     np.testing.assert_allclose(ours, ref.permute(1, 2, 0).numpy(), atol=1e-3)
 
 
 def test_no_crop_squashes_the_whole_image():
     arr = gradient(20, 40)
     _, val = tfms_from_stats(imagenet_stats, 20, crop_type=CropType.NO)
-    out = val.denorm(val(Image.fromarray(arr))[0]) * 255
+    out = val.denorm(val(Image.fromarray(arr))) * 255
     # squashed, not cropped: the first and last columns survive
     assert out[:, 0, 0].max() < 10 and out[:, -1, 0].min() > 245
 
@@ -98,7 +98,7 @@ def test_no_crop_squashes_the_whole_image():
 def test_denorm_round_trip_and_clip():
     arr = gradient(16, 16)
     _, val = tfms_from_stats(imagenet_stats, 16)
-    x, _ = val(Image.fromarray(arr))
+    x = val(Image.fromarray(arr))
     np.testing.assert_allclose(val.denorm(x), arr / 255, atol=1e-5)
     batch = val.denorm(torch.stack([x, x]))
     assert batch.shape == (2, 16, 16, 3) and batch.dtype == np.float32
@@ -109,7 +109,7 @@ def test_denorm_round_trip_and_clip():
 def test_grayscale_and_rgba_become_rgb():
     _, val = tfms_from_stats(imagenet_stats, 8)
     for mode in ('L', 'RGBA', 'P'):
-        assert val(Image.new(mode, (10, 12)))[0].shape == (3, 8, 8)
+        assert val(Image.new(mode, (10, 12))).shape == (3, 8, 8)
 
 
 def test_pad_reflects_then_crops_a_window():
@@ -118,7 +118,7 @@ def test_pad_reflects_then_crops_a_window():
     trn, _ = tfms_from_stats(imagenet_stats, 16, pad=3)
     offsets = set()
     for _ in range(30):
-        out = np.rint(trn.denorm(trn(Image.fromarray(arr))[0]) * 255)
+        out = np.rint(trn.denorm(trn(Image.fromarray(arr))) * 255)
         hits = [(t, l) for t in range(7) for l in range(7)
                 if np.array_equal(out, padded[t:t + 16, l:l + 16])]
         assert len(hits) == 1
@@ -131,10 +131,10 @@ def test_pad_reflects_then_crops_a_window():
 def test_max_zoom_scales_by_up_to_max_zoom():
     im = white_rect(64, 24, 24, 40, 40)  # a 16 px square in the middle
     trn, val = tfms_from_stats(imagenet_stats, 32, max_zoom=2.0, crop_type=CropType.CENTER)
-    widths = [(brightness(trn, trn(im)[0])[16] > 0.5).sum() for _ in range(60)]
+    widths = [(brightness(trn, trn(im))[16] > 0.5).sum() for _ in range(60)]
     assert min(widths) == 8 and 14 <= max(widths) <= 16  # 16 * 32/64 * U(1, 2)
     assert 0.1 < np.mean(np.array(widths) == 8) < 0.5    # zoom applies with p = 0.75
-    assert (brightness(val, val(im)[0])[16] > 0.5).sum() == 8
+    assert (brightness(val, val(im))[16] > 0.5).sum() == 8
 
 
 def test_draft_size_keeps_enough_pixels():
@@ -297,9 +297,9 @@ def test_custom_callables_and_v2_transforms_run_on_train_only():
         return v2.functional.invert(sample)
     arr = gradient(16, 16)
     trn, val = tfms_from_stats(imagenet_stats, 16, aug_tfms=[invert, v2.RandomHorizontalFlip(1.0)])
-    np.testing.assert_allclose(trn.denorm(trn(Image.fromarray(arr))[0]) * 255,
+    np.testing.assert_allclose(trn.denorm(trn(Image.fromarray(arr))) * 255,
                                255 - arr[:, ::-1].astype(np.float32), atol=1e-3)
-    np.testing.assert_allclose(val.denorm(val(Image.fromarray(arr))[0]) * 255, arr, atol=1e-3)
+    np.testing.assert_allclose(val.denorm(val(Image.fromarray(arr))) * 255, arr, atol=1e-3)
 
 
 def test_augmentation_lists():
