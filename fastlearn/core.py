@@ -3,7 +3,12 @@ lengths, atomic writes and the machine's defaults."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import re
+import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -13,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ['to_np', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'default_device',
+__all__ = ['to_np', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'remove_dead_parts',
+           'default_mode', 'default_device',
            'num_cpus', 'default_num_workers', 'set_seed', 'subplots', 'figure']
 
 
@@ -57,22 +63,102 @@ def sum_geom(a: float, r: float, n: int) -> float:
     return a * n if r == 1 else a * (r ** n - 1) / (r - 1)
 
 
+# Errors that mean the disk (or the user's quota) is full, wherever they surface: torch reports
+# them as "enforce fail at inline_container.cc" with the OSError only in the exception's context.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# A temporary file's name carries this machine's tag and the writer's pid, so a later write can
+# tell a dead writer's leftover (removed) from a live writer's file (never touched).
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_PART = re.compile(r'(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[A-Za-z0-9_]+\.part')
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain `open()` (or `mkdir`) gives a new file here: 0o666 (0o777) less
+    the umask, read without changing it where Linux allows (other threads may be writing)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _umask() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but is another user's: not ours to judge
+    return True
+
+
+def remove_dead_parts(path: str | os.PathLike) -> list[Path]:
+    """Remove temporary files that `atomic_write(path)` calls left when their process died
+    (`kill -9`, power loss): only those written on this machine by a pid that no longer exists,
+    so a concurrent writer's file is never touched. Returns the files removed."""
+    path = Path(path)
+    prefix, removed = f'.{path.name}.', []
+    with contextlib.suppress(OSError), os.scandir(path.parent) as it:
+        for e in it:
+            m = _PART.fullmatch(e.name[len(prefix):]) if e.name.startswith(prefix) else None
+            if m and m['host'] == _HOST_TAG and not _pid_alive(int(m['pid'])):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+    return removed
+
+
+def _disk_full(e: BaseException) -> OSError | None:
+    """The full-disk OSError behind `e` (itself, its cause or its context), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
     """Open a temporary file beside `path` and move it into place only once it is complete,
-    so an interrupted write leaves the previous file intact."""
+    so an interrupted write leaves the previous file intact.
+
+    The file gets the permissions a plain `open()` would give (`0o666` less the umask, or the
+    mode of the file it replaces), not `mkstemp`'s private 0600. Leftovers of writers killed
+    mid-write are removed first (`remove_dead_parts`). A full disk is reported as an `OSError`
+    naming `path`, whatever library was writing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
+    remove_dead_parts(path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{_HOST_TAG}-{os.getpid()}.', suffix='.part',
+                               dir=path.parent)
     try:
+        try:
+            perms = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            perms = default_mode()
+        os.fchmod(fd, perms)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = _disk_full(e)
+        if full is not None:
+            raise OSError(full.errno, f'no space left on device while writing {path} '
+                          f'({os.strerror(full.errno)}); the previous file, if any, is unchanged. '
+                          'Free some space, or write to another disk') from e
         raise
 
 
