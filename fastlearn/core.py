@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 __all__ = ['to_np', 'listify', 'cycle_lengths', 'sum_geom', 'atomic_write', 'remove_dead_parts',
-           'default_mode', 'default_device',
+           'default_mode', 'load_tensors',
+           'check_state_dict', 'default_device',
            'num_cpus', 'default_num_workers', 'set_seed', 'subplots', 'figure']
 
 
@@ -161,6 +162,59 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
                           'Free some space, or write to another disk') from e
         raise
 
+
+
+def load_tensors(path: str | os.PathLike, *, map_location: Any = 'cpu',
+                 written_by: str = 'learn.save(name)') -> Any:
+    """`torch.load(path, weights_only=True)` with errors that name the file and say what it is:
+    empty or truncated, damaged, holding pickled Python objects (never unpickled here: they can
+    run code), or not a PyTorch file at all. Never suggests `weights_only=False`."""
+    import pickle
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError, ...
+        why = _tensor_file_problem(path, e, pickle.UnpicklingError)
+    raise ValueError(f'{path} {why}; write it again with {written_by}, or restore it from a '
+                     'backup') from None
+
+
+def _tensor_file_problem(path: Path, e: Exception, unpickling: type) -> str:
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not head:
+        return 'is empty (0 bytes): a save that never completed or a truncated copy'
+    if head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':  # torch's zip, or a legacy pickle
+        if isinstance(e, unpickling):
+            return ('holds pickled Python objects (a whole model or learner, or custom classes), '
+                    'not only tensors, and fastlearn never unpickles code from a file: it loads '
+                    'files of tensors, as learn.save and learn.export write them')
+        return f'is truncated or damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]})'
+    return 'is not a PyTorch file (no zip or pickle header): perhaps another format or a renamed file'
+
+
+def check_state_dict(model: torch.nn.Module, state: Any, path: str | os.PathLike, *,
+                     fix: str = 'load it into a learner built the same way. The model is unchanged'
+                     ) -> None:
+    """Raise a ValueError naming `path`, the layers and their shapes when `state` does not fit
+    `model` exactly; checked before anything is copied, so a failed load changes nothing."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'{path} does not hold a state dict (a mapping of layer names to tensors); '
+                         'pass a file written by learn.save(name)')
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [f'{k}: {list(state[k].shape)} in the file, {list(v.shape)} in the model'
+              for k, v in want.items() if k in state and state[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+    parts = ([f'shapes differ for {len(shapes)} layer(s): ' + '; '.join(shapes[:5])] if shapes else []) + \
+            ([f'{len(missing)} layer(s) missing from the file: {missing[:5]}'] if missing else []) + \
+            ([f'{len(unexpected)} layer(s) the model lacks: {unexpected[:5]}'] if unexpected else [])
+    raise ValueError(f'{path} does not fit this model: {". ".join(parts)}. It was saved from another '
+                     f'architecture, cut or number of classes; {fix}')
 
 def default_device() -> torch.device:
     """CUDA when present, then Apple's MPS, else the CPU."""
