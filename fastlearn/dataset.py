@@ -24,9 +24,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .core import default_num_workers, num_cpus, to_np
-from .images import (BadImageError, csv_files, csv_labels, csv_val_idxs, folder_source,
-                     layout_hint, open_image, parse_csv_labels, resize_dest, resize_one,
-                     scan_test_folder, screen_files)
+from .images import (BadImageError, csv_check_split, csv_files, csv_labels, csv_val_idxs,
+                     folder_source, layout_hint, open_image, parse_csv_labels, resize_dest,
+                     resize_one, scan_test_folder, screen_files)
 
 __all__ = ['ImageClassifierData', 'FilesDataset', 'ArraysDataset', 'get_cv_idxs', 'open_image',
            'folder_source', 'parse_csv_labels', 'BadImageError']
@@ -61,6 +61,11 @@ class _LabelledDataset(Dataset):
         if y.ndim == 1 and not self.is_reg and y.dtype.kind == 'f' and (y % 1).any():
             raise ValueError(f"y has non-integer values (e.g. {y[(y % 1) != 0][0]}) but class "
                              "labels must be indices; pass continuous=True for regression")
+        if self.is_reg and y.dtype.kind in 'fc' and not np.isfinite(y).all():
+            bad = np.argwhere(~np.isfinite(y))[0]
+            raise ValueError(f"y has {int((~np.isfinite(y)).sum())} non-finite value(s) (nan or "
+                             f"inf; the first in row {int(bad[0])}); regression targets must be "
+                             "numbers, or every loss is nan: fill them in or drop those rows")
         # Losses want int64 class indices and float32 targets, whatever the caller passed.
         self.y = y.astype(np.float32 if self.is_reg or self.is_multi else np.int64, copy=False)
         self.c = int(c if c is not None else _infer_c(self.y, self.is_reg))
@@ -374,6 +379,7 @@ class ImageClassifierData:
         val = csv_val_idxs(get_cv_idxs(len(rows)) if val_idxs is None else val_idxs, len(rows))
         is_val = np.zeros(len(rows), bool)
         is_val[val] = True
+        csv_check_split(rows, y, is_val, classes, csv_path)
         tst = (scan_test_folder(path, test_name, classes or [], False) if test_name
                else ([], np.zeros(0, np.int64), []))
         drop = screen_files(path, bad + tst[2], fnames + tst[0], on_bad_file, check_images)

@@ -305,7 +305,28 @@ def parse_csv_labels(csv_path: Path, skip_header: bool = True, cat_separator: st
     if not rows:
         raise ValueError(f"{csv_path} has no data rows (skip_header={skip_header}); expected "
                          "rows of 'file id,label(s)'")
+    _refuse_duplicate_ids(rows, csv_path)
     return rows
+
+
+def _refuse_duplicate_ids(rows: list[tuple[int, str, list[str]]], csv_path: Path) -> None:
+    """One row per image: a repeated id could land in train and valid (a leak), and with other
+    labels it asks for two answers to one image."""
+    seen: dict[str, list[tuple[int, list[str]]]] = {}
+    for line, fid, labels in rows:
+        seen.setdefault(os.path.normpath(fid), []).append((line, labels))
+    dups = {fid: hits for fid, hits in seen.items() if len(hits) > 1}
+    if not dups:
+        return
+    fid, hits = next(iter(dups.items()))
+    conflict = len({tuple(sorted(lbl)) for _, lbl in hits}) > 1
+    what = ('with conflicting labels ' + ', '.join(f'line {ln}: {" ".join(lbl) or "(none)"}'
+                                                   for ln, lbl in hits[:5])
+            if conflict else 'with the same labels')
+    raise ValueError(f"{csv_path}: file id {fid!r} appears on lines {[ln for ln, _ in hits]} "
+                     f"{what}; {len(dups)} id(s) repeat in all. One image on two rows can land in "
+                     "both train and valid (a leak): keep one row per id (merge multi-label tags "
+                     "into one row)")
 
 
 def csv_labels(rows: list[tuple[int, str, list[str]]], csv_path: Path, continuous: bool
@@ -318,6 +339,10 @@ def csv_labels(rows: list[tuple[int, str, list[str]]], csv_path: Path, continuou
             if len(labels) != k or not k or not all(_is_float(v) for v in labels):
                 raise ValueError(f"{csv_path}, line {line}: continuous=True needs {k or 'some'} "
                                  f"number(s) per row like line {rows[0][0]}, got {labels!r}")
+            if not all(np.isfinite(float(v)) for v in labels):
+                raise ValueError(f"{csv_path}, line {line}: {labels!r} is not finite (nan or inf); "
+                                 "a regression target must be a number, and one nan makes every "
+                                 "loss nan: fill in the value or remove the row")
         return np.array([[float(v) for v in labels] for _, _, labels in rows], np.float32), None
     classes = sorted({lbl for _, _, labels in rows for lbl in labels})
     index = {c: i for i, c in enumerate(classes)}
@@ -334,6 +359,24 @@ def csv_labels(rows: list[tuple[int, str, list[str]]], csv_path: Path, continuou
     return y, classes
 
 
+def csv_check_split(rows: list[tuple[int, str, list[str]]], y: np.ndarray, is_val: np.ndarray,
+                    classes: list[str] | None, csv_path: Path) -> None:
+    """Refuse a split where a class or tag appears only in validation rows: the model would
+    have an output that training never sees as positive (`from_paths` refuses the same)."""
+    if classes is None:  # regression
+        return
+    trn = y[~is_val]
+    seen = trn.any(0) if y.ndim == 2 else np.bincount(trn, minlength=len(classes)) > 0
+    unseen = [c for c, ok in zip(classes, seen) if not ok]
+    if not unseen:
+        return
+    lines = [line for (line, _, labels), v in zip(rows, is_val) if v and unseen[0] in labels]
+    raise ValueError(f"{csv_path}: label(s) {unseen[:10]} appear only in validation rows (e.g. "
+                     f"{unseen[0]!r} on line(s) {lines[:10]}), so training never sees them; "
+                     "choose val_idxs that leave a training row for each label, or remove those "
+                     "labels")
+
+
 def _is_float(s: str) -> bool:
     try:
         float(s)
@@ -346,8 +389,14 @@ def csv_files(path: Path, folder: str, rows: list, suffix: str, csv_path: Path
               ) -> tuple[list[str], list[tuple[str, str]]]:
     """Relative file names for the CSV's rows, and the unusable ones; a missing file is an error."""
     fnames, bad = [], []
+    top = os.path.normpath(folder)
     for line, fid, _ in rows:
         fname = f'{folder}/{fid}{suffix}'
+        rel = os.path.relpath(os.path.normpath(fname), top)  # lexical: symlinked files still work
+        if os.path.isabs(fid) or rel in ('.', '..') or rel.startswith('..' + os.sep):
+            raise ValueError(f"{csv_path}, line {line}: file id {fid!r} points outside "
+                             f"{path / folder}; ids name files inside that folder (e.g. "
+                             f"'cat.1' or 'sub/cat.1'): fix the id or the `folder` argument")
         try:
             size = os.stat(path / fname).st_size
         except FileNotFoundError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -326,8 +327,8 @@ def test_csv_multi_label_separator_and_empty_rows(tmp_path):
     assert data.is_multi and data.trn_y.tolist() == [[1, 1], [0, 1]]
     write_csv(csv_path, 'id,label\nid0,a\nid1,\nid2,b\n')
     with pytest.warns(UserWarning, match=r"line\(s\) \[3\] have no label.*multi-label"):
-        data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
-    assert data.trn_y.tolist() == [[0, 0], [0, 1]]
+        data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[1])
+    assert data.trn_y.tolist() == [[1, 0], [0, 1]] and data.val_y.tolist() == [[0, 0]]
 
 
 def test_csv_regression(tmp_path):
@@ -605,3 +606,65 @@ def test_dogscats_from_paths(dogscats):
     x, y = next(iter(data.trn_dl))
     assert x.shape == (16, 3, 64, 64) and set(y.tolist()) <= {0, 1}
     assert data.val_ds.denorm(x).shape == (16, 64, 64, 3)
+
+
+# ---------------------------------------------------------------- CSV faults (issue 9)
+
+def test_csv_repeated_id_is_refused_naming_the_lines(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 6)
+    write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\nid2,cat\nid1,cat\nid3,dog\n')
+    with pytest.raises(ValueError, match=r"labels\.csv: file id 'id1' appears on lines \[3, 5\] with "
+                                         r"conflicting labels line 3: dog, line 5: cat.*leak.*one row "
+                                         r"per id"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\n./id0,cat\nid3,dog\n')  # the same file, spelt twice
+    with pytest.raises(ValueError, match=r"file id 'id0' appears on lines \[2, 4\] with the same labels"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+
+
+def test_csv_id_outside_the_folder_is_refused(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 4)
+    secret = tmp_path / 'outside' / 'secret.png'
+    secret.parent.mkdir()
+    noise_image((200, 40, 40)).save(secret)
+    for fid in ('../../outside/secret', '../imgs/../../outside/secret', 'sub/../../x', '../x'):
+        write_csv(csv_path, f'id,label\nid0,cat\nid1,dog\n{fid},cat\nid3,dog\n')
+        with pytest.raises(ValueError, match=rf"labels\.csv, line 4: file id '{re.escape(fid)}' points "
+                                             r"outside .*imgs; ids name files inside that folder"):
+            ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    (root / 'imgs' / 'sub').mkdir()
+    os.replace(root / 'imgs' / 'id3.png', root / 'imgs' / 'sub' / 'id3.png')
+    write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\nid2,cat\nsub/../sub/id3,dog\n')
+    data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    assert 'imgs/sub/../sub/id3.png' in data.trn_ds.fnames   # inside the folder: fine
+    flat = ImageClassifierData.from_csv(root / 'imgs', '.', csv_path, suffix='.png', val_idxs=[0])
+    assert len(flat.trn_ds) == 3                             # folder='.' still works
+
+
+def test_csv_label_seen_only_in_validation_is_refused(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 5, ['a b', 'b', 'c', 'a', 'b'])
+    with pytest.raises(ValueError, match=r"labels\.csv: label\(s\) \['c'\] appear only in validation "
+                                         r"rows \(e\.g\. 'c' on line\(s\) \[4\]\).*choose val_idxs"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[2])
+    root2, csv2 = csv_folder(tmp_path / 'single', 4, ['cat', 'dog', 'cat', 'cat'])
+    with pytest.raises(ValueError, match=r"label\(s\) \['dog'\] appear only in validation rows"):
+        ImageClassifierData.from_csv(root2, 'imgs', csv2, suffix='.png', val_idxs=[1])
+    ok = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[3])
+    assert ok.trn_y.sum(0).tolist() == [1, 3, 1]
+
+
+@pytest.mark.parametrize('bad', ['nan', 'inf', '-inf', 'NaN'])
+def test_csv_regression_refuses_non_finite_values(tmp_path, bad):
+    root, csv_path = csv_folder(tmp_path, 4, ['1', '2', bad, '4'])
+    with pytest.raises(ValueError, match=rf"labels\.csv, line 4: \['{bad}'\] is not finite.*fill in "
+                                         r"the value or remove the row"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0],
+                                     continuous=True)
+
+
+def test_arrays_regression_refuses_non_finite_targets():
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    y = np.array([1.0, np.nan, 2.0, 3.0], np.float32)
+    with pytest.raises(ValueError, match=r"y has 1 non-finite value\(s\) \(nan or inf; the first in "
+                                         r"row 1\)"):
+        ImageClassifierData.from_arrays('.', (x, y), (x, np.ones(4)), continuous=True)
