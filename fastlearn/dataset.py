@@ -126,7 +126,8 @@ class FilesDataset(_LabelledDataset):
         h = hashlib.sha1()
         for f in self.fnames:
             st = os.stat(self.root / f)
-            h.update(f'{f}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+            # surrogateescape: a name that is not UTF-8 (a Windows zip) is still its bytes
+            h.update(f'{f}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode('utf-8', 'surrogateescape'))
         h.update(np.ascontiguousarray(self.y).tobytes())
         return h.hexdigest()
 

@@ -125,13 +125,22 @@ def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | 
 
 def list_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """Image file names directly inside `folder` (sorted), and `(name, reason)` for files that
-    fail `check_image_file`. Ignored names and sub-folders are left out silently."""
+    fail `check_image_file`, cannot be read, or are broken or looping symbolic links. Ignored
+    names and sub-folders are left out silently."""
     good, bad = [], []
     with os.scandir(folder) as it:
         for e in it:
-            if is_ignored(e.name) or not e.is_file():
+            if is_ignored(e.name):
                 continue
-            why = check_image_file(e.path, e.stat().st_size)
+            try:
+                if not e.is_file():
+                    if e.is_symlink() and not e.is_dir():
+                        bad.append((e.name, 'broken symbolic link: its target does not exist'))
+                    continue
+                why = check_image_file(e.path, e.stat().st_size)
+            except OSError as err:  # a symlink loop (ELOOP), an unreadable file (EACCES), ...
+                bad.append((e.name, f'cannot be read: {err.strerror or err}'))
+                continue
             if why:
                 bad.append((e.name, why))
             else:
@@ -231,9 +240,16 @@ def layout_hint(path: Path, trn: str, val: str) -> str:
             f"{path / val}/<class>/<image> (and optionally a flat {path}/<test_name>/<image>)")
 
 
+def _is_dir(e: os.DirEntry) -> bool:
+    try:
+        return e.is_dir()
+    except OSError:  # a symlink loop is no folder; a file-level entry, not a class
+        return False
+
+
 def _class_dirs(folder: Path) -> list[str]:
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not is_ignored(e.name))
+        return sorted(e.name for e in it if _is_dir(e) and not is_ignored(e.name))
 
 
 def folder_source(path: Path, folder: str, classes: Sequence[str] | None = None
@@ -400,11 +416,19 @@ def csv_files(path: Path, folder: str, rows: list, suffix: str, csv_path: Path
         try:
             size = os.stat(path / fname).st_size
         except FileNotFoundError:
+            if os.path.islink(path / fname):
+                bad.append((fname, 'broken symbolic link: its target does not exist'))
+                fnames.append(fname)
+                continue
             near = sorted(p.name for p in (path / folder).glob(f'{Path(fid).name}.*'))[:3]
             hint = f"; files with that id exist: {near}, so pass suffix='{Path(near[0]).suffix}'" \
                 if near and not suffix else "; check `folder` and `suffix`, or remove the row"
             raise FileNotFoundError(f"{csv_path}, line {line}: file {path / fname} does not "
                                     f"exist{hint}") from None
+        except OSError as err:  # a symlink loop, an unreadable folder
+            bad.append((fname, f'cannot be read: {err.strerror or err}'))
+            fnames.append(fname)
+            continue
         why = check_image_file(path / fname, size)
         if why:
             bad.append((fname, why))

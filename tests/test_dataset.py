@@ -668,3 +668,53 @@ def test_arrays_regression_refuses_non_finite_targets():
     with pytest.raises(ValueError, match=r"y has 1 non-finite value\(s\) \(nan or inf; the first in "
                                          r"row 1\)"):
         ImageClassifierData.from_arrays('.', (x, y), (x, np.ones(4)), continuous=True)
+
+
+# ---------------------------------------------------------------- odd entries in folders (issue 9)
+
+def test_broken_and_looping_symlinks_are_counted_like_any_unusable_file(image_folder):
+    ants = image_folder / 'train' / 'ants'
+    os.symlink(ants / 'gone.png', ants / 'dangling.png')
+    os.symlink('loop.png', ants / 'loop.png')                  # points at itself: ELOOP
+    os.symlink(ants / 'ants_000.png', ants / 'good_link.png')  # a working link is an image
+    os.symlink('self_dir', image_folder / 'train' / 'self_dir')  # a looping "class folder"
+    with pytest.warns(UserWarning, match=r"skipped 2 file\(s\) under .*not usable images: "
+                                         r"train/ants/dangling\.png \(broken symbolic link: its target "
+                                         r"does not exist\); train/ants/loop\.png \(cannot be read: "
+                                         r"Too many levels of symbolic links\)"):
+        data = ImageClassifierData.from_paths(image_folder, num_workers=0)
+    assert len(data.trn_ds) == 25 and 'train/ants/good_link.png' in data.trn_ds.fnames
+    assert data.classes == ['ants', 'bees']
+    with pytest.raises(BadImageError, match=r'2 file\(s\) under .*dangling\.png.*loop\.png'):
+        ImageClassifierData.from_paths(image_folder, on_bad_file='raise')
+
+
+def test_csv_rows_naming_broken_or_looping_links_follow_the_policy(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 6)
+    (root / 'imgs' / 'id2.png').unlink()
+    os.symlink(root / 'imgs' / 'gone.png', root / 'imgs' / 'id2.png')
+    (root / 'imgs' / 'id3.png').unlink()
+    os.symlink('id3.png', root / 'imgs' / 'id3.png')
+    with pytest.warns(UserWarning, match=r"skipped 2 file\(s\).*imgs/id2\.png \(broken symbolic "
+                                         r"link.*imgs/id3\.png \(cannot be read: Too many levels"):
+        data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    assert len(data.trn_ds) == 3 and len(data.val_ds) == 1
+
+
+def test_a_file_name_that_is_not_utf8_trains_and_precomputes(image_folder, tiny_arch):
+    from fastlearn.conv_learner import ConvLearner, tfms_from_model
+    src = image_folder / 'train' / 'ants' / 'ants_000.png'
+    odd = os.fsencode(src.parent) + b'/caf\xe9 \x81.png'         # cp1252 bytes from a Windows zip
+    os.rename(os.fsencode(src), odd)
+    data = ImageClassifierData.from_paths(image_folder, bs=8, num_workers=0,
+                                          tfms=tfms_from_model(tiny_arch, 32))
+    name = os.fsdecode(odd)[len(str(image_folder)) + 1:]
+    assert name in data.trn_ds.fnames
+    fp = data.trn_ds.fingerprint()                             # the precompute key
+    os.utime(odd, ns=(0, 0))
+    assert data.trn_ds.fingerprint() != fp
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = ConvLearner.pretrained(tiny_arch, data, precompute=True, device='cpu', quiet=True)
+    learn.fit(1e-2, 1)
+    assert learn.activations('trn').shape == (24, 64)
