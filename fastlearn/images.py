@@ -17,8 +17,8 @@ from PIL import Image, ImageOps
 from .core import atomic_write, num_cpus
 
 # dataset.py also imports the scanning helpers below by name; these are the user-facing ones.
-__all__ = ['open_image', 'BadImageError', 'IMAGE_EXTENSIONS', 'check_image_file', 'folder_source',
-           'parse_csv_labels', 'resize_file']
+__all__ = ['open_image', 'BadImageError', 'TooLargeImageError', 'MAX_PIXELS', 'IMAGE_EXTENSIONS',
+           'check_image_file', 'folder_source', 'parse_csv_labels', 'resize_file']
 
 # Extensions whose files we read; each has a signature that `check_image_file` recognises.
 IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.tif',
@@ -36,6 +36,15 @@ class BadImageError(ValueError):
     """A file that should hold an image cannot be decoded (corrupt, truncated, not an image)."""
 
 
+class TooLargeImageError(BadImageError):
+    """An image too large to decode within `MAX_PIXELS` (see `open_image`)."""
+
+
+# The most pixels one decode may produce: 50 MP is ~150 MB as RGB, per loader worker; an 8000x6000
+# photo fits. Larger JPEGs decode at 1/2..1/8 scale; other formats above it are refused.
+MAX_PIXELS = 50_000_000
+
+
 def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
     """An image file as an upright 3-channel 8-bit PIL image.
 
@@ -47,17 +56,18 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
     pixels (RGBA, LA, palette or PNG transparency) are composited over white, as an image viewer
     shows them (the colour stored under a transparent pixel is arbitrary, often black);
     16-bit and 32-bit grayscale are scaled to 8 bits (see `_to_8bit`).
+    One decode stays under `MAX_PIXELS` (50 MP): a larger JPEG is decoded at 1/2..1/8 scale, any
+    other larger image raises `TooLargeImageError`.
     Raises FileNotFoundError for a missing file and `BadImageError` (a ValueError) naming the
     file for one that cannot be decoded.
     """
     try:
         with open(path, 'rb') as f:
             im = Image.open(f)
-            if draft_size and im.format == 'JPEG':
-                im.draft('RGB', (int(draft_size), int(draft_size)))
+            _draft(im, draft_size, path)
             im.load()
         return _to_rgb(_upright(im))
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+    except (FileNotFoundError, PermissionError, IsADirectoryError, TooLargeImageError):
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
         raise BadImageError(
@@ -65,6 +75,28 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
             "corrupt, truncated or not an image: replace or remove it (outside this library), or "
             "build the data with check_images=True, on_bad_file='skip' to leave out every such "
             "file up-front") from e
+
+
+def _draft(im: Image.Image, draft_size: int | None, path: str | os.PathLike) -> None:
+    """Choose the decode size: a JPEG shrinks by 1/2, 1/4 or 1/8 (the decoder's draft mode,
+    nearly free) while both sides stay at least `draft_size`, and further if needed to keep one
+    decode under `MAX_PIXELS`; any other image above `MAX_PIXELS` is refused before decoding.
+    (A 12000x12000 photo would otherwise take ~1.4 GB per loader worker.)"""
+    w, h = im.size
+    if im.format == 'JPEG':
+        req = (int(draft_size), int(draft_size)) if draft_size else None
+        if w * h > MAX_PIXELS:
+            scale = next((s for s in (2, 4, 8) if -(-w // s) * -(-h // s) <= MAX_PIXELS), 8)
+            lim = (w // scale, h // scale)
+            req = lim if req is None else (min(req[0], lim[0]), min(req[1], lim[1]))
+        if req:  # only one draft call counts, so both wishes go into one request
+            im.draft('RGB', req)
+    if im.size[0] * im.size[1] > MAX_PIXELS:
+        raise TooLargeImageError(
+            f"image {os.fspath(path)!r} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), above the "
+            f"{MAX_PIXELS / 1e6:.0f} MP that fastlearn decodes at once (a JPEG is read at reduced "
+            "size, up to 8x smaller on each side, to fit); shrink it first (an image editor, or "
+            "PIL's Image.reduce), or raise fastlearn.images.MAX_PIXELS if memory allows")
 
 
 def _upright(im: Image.Image) -> Image.Image:

@@ -718,3 +718,35 @@ def test_a_file_name_that_is_not_utf8_trains_and_precomputes(image_folder, tiny_
         learn = ConvLearner.pretrained(tiny_arch, data, precompute=True, device='cpu', quiet=True)
     learn.fit(1e-2, 1)
     assert learn.activations('trn').shape == (24, 64)
+
+
+# ---------------------------------------------------------------- images too large to decode whole
+
+def test_large_images_decode_at_reduced_size_or_are_refused(tmp_path, monkeypatch):
+    from fastlearn import images
+    from fastlearn.images import TooLargeImageError
+    monkeypatch.setattr(images, 'MAX_PIXELS', 100 * 80)         # stands in for 50 MP
+    jpg = write(tmp_path / 'big.jpg', jpeg_bytes((400, 320)))   # 16x the limit: 1/4 scale fits
+    assert open_image(jpg).size == (100, 80)
+    assert open_image(jpg, draft_size=30).size == (50, 40)      # draft_size asks for less: 1/8
+    huge = write(tmp_path / 'huge.jpg', jpeg_bytes((1200, 960)))  # 1/8 is still 2.25x the limit
+    png = tmp_path / 'big.png'
+    Image.fromarray(np.zeros((320, 400, 3), np.uint8)).save(png)
+    for f, wh in ((huge, '1200x960'), (png, '400x320')):
+        with pytest.raises(TooLargeImageError, match=rf"image '.*{f.name}' is {wh} pixels .* above "
+                                                     r"the 0 MP that fastlearn decodes at once.*"
+                                                     r"raise fastlearn\.images\.MAX_PIXELS"):
+            open_image(f)
+    assert open_image(jpg).size == (100, 80)                    # files untouched, still readable
+    monkeypatch.setattr(images, 'MAX_PIXELS', 400 * 320)
+    assert open_image(png).size == (400, 320)                   # at the limit: decoded whole
+
+
+def test_a_too_large_file_in_a_folder_follows_the_bad_file_policy(image_folder, monkeypatch):
+    from fastlearn import images
+    monkeypatch.setattr(images, 'MAX_PIXELS', 40 * 40)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_folder / 'train' / 'ants' / 'x.png')
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*train/ants/x\.png \(image .* is 64x64 "
+                                         r"pixels"):
+        data = ImageClassifierData.from_paths(image_folder, check_images=True, num_workers=0)
+    assert 'train/ants/x.png' not in data.trn_ds.fnames and len(data.trn_ds) == 24

@@ -140,3 +140,34 @@ def test_save_on_a_full_disk_names_the_file_and_keeps_the_old_one(learn, monkeyp
     assert e.value.errno == errno.ENOSPC and 'read-only' not in str(e.value)
     monkeypatch.undo()
     assert path.read_bytes() == good and os.listdir(path.parent) == ['m.pth']
+
+
+# ---- a batch of one (issue 9, item 18) ---------------------------------------------------------
+
+def test_a_one_image_training_set_says_why_and_how(get_learner, tiny_arch, tmp_path):
+    from conftest import make_image_folder
+    from fastlearn.conv_learner import ImageClassifierData, tfms_from_model
+    root = make_image_folder(tmp_path / 'one', n_train=1, n_valid=2)
+    (root / 'train' / 'bees' / 'bees_000.png').unlink()    # one training image in all
+    with pytest.warns(UserWarning, match='class folder'):
+        data = ImageClassifierData.from_paths(root, bs=8, num_workers=0,
+                                              tfms=tfms_from_model(tiny_arch, 32))
+    for precompute in (False, True):
+        learn = get_learner(data, precompute=precompute)
+        before = weights(learn)
+        with pytest.raises(ValueError, match=r'the training set has 1 image \(train/ants/ants_000\.png\)'
+                                             r'.*BatchNorm.*at least 2 images per batch.*'
+                                             r'learn\.bn_freeze\(True\)'):
+            learn.fit(1e-2, 1)
+        with pytest.raises(ValueError, match='the training set has 1 image'):
+            learn.lr_find()
+        assert same_weights(weights(learn), before)
+        learn.bn_freeze(True)                                  # the fix the message offers
+        learn.fit(1e-2, 1)
+        assert not same_weights(weights(learn), before)
+
+
+def test_bs_one_says_why_and_how(get_data, get_learner):
+    learn = get_learner(get_data(bs=1))
+    with pytest.raises(ValueError, match=r'bs=1 gives batches of one image.*bn_freeze'):
+        learn.fit(1e-2, 1)
