@@ -121,13 +121,18 @@ class FilesDataset(_LabelledDataset):
         return self._apply(im, self.y[i])
 
     def fingerprint(self) -> str:
-        """sha1 of each file's relative name, size and mtime, and of the labels: it changes when
-        a file is added, removed, touched or relabelled."""
+        """sha1 of each file's relative name, size, mtime, ctime and inode, and of the labels: it
+        changes when a file is added, removed, touched, replaced or relabelled.
+
+        ctime and the inode come with the same `stat` call: no tool can set ctime back, so a file
+        rewritten in place with its size and mtime restored still changes the key. Hashing the
+        contents would cost 5-50x more per fit (docs/precompute.md has the figures)."""
         h = hashlib.sha1()
         for f in self.fnames:
             st = os.stat(self.root / f)
             # surrogateescape: a name that is not UTF-8 (a Windows zip) is still its bytes
-            h.update(f'{f}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode('utf-8', 'surrogateescape'))
+            h.update(f'{f}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n'
+                     .encode('utf-8', 'surrogateescape'))
         h.update(np.ascontiguousarray(self.y).tobytes())
         return h.hexdigest()
 

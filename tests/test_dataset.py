@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -750,3 +751,25 @@ def test_a_too_large_file_in_a_folder_follows_the_bad_file_policy(image_folder, 
                                          r"pixels"):
         data = ImageClassifierData.from_paths(image_folder, check_images=True, num_workers=0)
     assert 'train/ants/x.png' not in data.trn_ds.fnames and len(data.trn_ds) == 24
+
+
+def test_fingerprint_sees_a_file_replaced_with_the_same_size_and_mtime(image_folder):
+    data = ImageClassifierData.from_paths(image_folder)
+    f = image_folder / data.trn_ds.fnames[0]
+    before, st = f.read_bytes(), f.stat()
+    fp = data.trn_ds.fingerprint()
+    time.sleep(0.01)  # a later ctime, even on filesystems with coarse timestamps
+    for replace_by_rename in (False, True):
+        other = bytearray(before)
+        other[-20] ^= 0xFF                         # same size, other pixels
+        if replace_by_rename:                      # cp over / rsync: a new inode
+            tmp = f.with_name('tmp.bin')
+            tmp.write_bytes(bytes(other))
+            os.replace(tmp, f)
+        else:                                      # rewritten in place
+            f.write_bytes(bytes(other))
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime restored, as `touch -r` does
+        assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+        assert data.trn_ds.fingerprint() != fp
+        fp = data.trn_ds.fingerprint()
+    assert data.trn_ds.fingerprint() == fp         # and stable while nothing changes
