@@ -191,7 +191,8 @@ def _tensor_file_problem(path: Path, e: Exception, unpickling: type) -> str:
             return ('holds pickled Python objects (a whole model or learner, or custom classes), '
                     'not only tensors, and fastlearn never unpickles code from a file: it loads '
                     'files of tensors, as learn.save and learn.export write them')
-        return f'is truncated or damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]})'
+        detail = (str(e).splitlines() or [''])[0].split('. ')[0][:120]  # torch's first sentence
+        return f'is truncated or damaged ({type(e).__name__}: {detail})'
     return 'is not a PyTorch file (no zip or pickle header): perhaps another format or a renamed file'
 
 

@@ -368,8 +368,8 @@ def _refuse_duplicate_ids(rows: list[tuple[int, str, list[str]]], csv_path: Path
         return
     fid, hits = next(iter(dups.items()))
     conflict = len({tuple(sorted(lbl)) for _, lbl in hits}) > 1
-    what = ('with conflicting labels ' + ', '.join(f'line {ln}: {" ".join(lbl) or "(none)"}'
-                                                   for ln, lbl in hits[:5])
+    what = ('with conflicting labels (' + ', '.join(f'line {ln}: {" ".join(lbl) or "none"}'
+                                                    for ln, lbl in hits[:5]) + ')'
             if conflict else 'with the same labels')
     raise ValueError(f"{csv_path}: file id {fid!r} appears on lines {[ln for ln, _ in hits]} "
                      f"{what}; {len(dups)} id(s) repeat in all. One image on two rows can land in "

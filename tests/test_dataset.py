@@ -615,7 +615,7 @@ def test_csv_repeated_id_is_refused_naming_the_lines(tmp_path):
     root, csv_path = csv_folder(tmp_path, 6)
     write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\nid2,cat\nid1,cat\nid3,dog\n')
     with pytest.raises(ValueError, match=r"labels\.csv: file id 'id1' appears on lines \[3, 5\] with "
-                                         r"conflicting labels line 3: dog, line 5: cat.*leak.*one row "
+                                         r"conflicting labels \(line 3: dog, line 5: cat\).*leak.*one row "
                                          r"per id"):
         ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
     write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\n./id0,cat\nid3,dog\n')  # the same file, spelt twice
