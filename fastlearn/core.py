@@ -188,9 +188,11 @@ def _tensor_file_problem(path: Path, e: Exception, unpickling: type) -> str:
         return 'is empty (0 bytes): a save that never completed or a truncated copy'
     if head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':  # torch's zip, or a legacy pickle
         if isinstance(e, unpickling):
-            return ('holds pickled Python objects (a whole model or learner, or custom classes), '
-                    'not only tensors, and fastlearn never unpickles code from a file: it loads '
-                    'files of tensors, as learn.save and learn.export write them')
+            found = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+            which = f', such as {found.group(1)}' if found else ''
+            return (f'holds pickled Python objects (a whole model or learner, or custom '
+                    f'classes{which}), not only tensors, and fastlearn never unpickles code from a '
+                    'file: it loads files of tensors, as learn.save and learn.export write them')
         detail = (str(e).splitlines() or [''])[0].split('. ')[0][:120]  # torch's first sentence
         return f'is truncated or damaged ({type(e).__name__}: {detail})'
     return 'is not a PyTorch file (no zip or pickle header): perhaps another format or a renamed file'
