@@ -199,3 +199,23 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeyp
     monkeypatch.undo()
     assert f.read_bytes() == b'previous'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['model.pth']
+
+
+def test_the_demo_digits_folder_is_not_private(tmp_path, monkeypatch):
+    import os
+    import types
+
+    import sklearn.datasets
+    from fastlearn.demo import write_digits
+    rng = np.random.default_rng(0)
+    ten = types.SimpleNamespace(images=rng.integers(0, 17, (10, 8, 8)).astype(float),
+                                target=np.arange(10))   # ten digits stand in for 1,797
+    monkeypatch.setattr(sklearn.datasets, 'load_digits', lambda: ten)
+    old = os.umask(0o022)
+    try:
+        dest = write_digits(tmp_path / 'digits', px=8)
+    finally:
+        os.umask(old)
+    assert dest.stat().st_mode & 0o777 == 0o755               # mkdtemp alone gives 0700
+    assert (dest / 'train').stat().st_mode & 0o777 == 0o755
+    assert next((dest / 'train' / '0').iterdir()).stat().st_mode & 0o777 == 0o644
