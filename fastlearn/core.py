@@ -70,7 +70,8 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # A temporary file's name carries this machine's tag and the writer's pid, so a later write can
 # tell a dead writer's leftover (removed) from a live writer's file (never touched).
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-_PART = re.compile(r'(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[A-Za-z0-9_]+\.part')
+_PART = re.compile(r'\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[A-Za-z0-9_]+\.part')
+_swept: set[str] = set()  # folders already cleared of dead writers' files by this process
 
 
 def default_mode(directory: bool = False) -> int:
@@ -99,15 +100,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_dead_parts(path: str | os.PathLike) -> list[Path]:
-    """Remove temporary files that `atomic_write(path)` calls left when their process died
-    (`kill -9`, power loss): only those written on this machine by a pid that no longer exists,
-    so a concurrent writer's file is never touched. Returns the files removed."""
-    path = Path(path)
-    prefix, removed = f'.{path.name}.', []
-    with contextlib.suppress(OSError), os.scandir(path.parent) as it:
+def remove_dead_parts(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that `atomic_write` calls in `folder` left when their process
+    died (`kill -9`, power loss): only those written on this machine by a pid that no longer
+    exists, so a concurrent writer's file is never touched. Returns the files removed."""
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(folder) as it:
         for e in it:
-            m = _PART.fullmatch(e.name[len(prefix):]) if e.name.startswith(prefix) else None
+            m = _PART.fullmatch(e.name) if e.name.endswith('.part') else None
             if m and m['host'] == _HOST_TAG and not _pid_alive(int(m['pid'])):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(e.path)
@@ -132,13 +132,16 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
     so an interrupted write leaves the previous file intact.
 
     The file gets the permissions a plain `open()` would give (`0o666` less the umask, or the
-    mode of the file it replaces), not `mkstemp`'s private 0600. Leftovers of writers killed
-    mid-write are removed first (`remove_dead_parts`). A full disk is reported as an `OSError`
-    naming `path`, whatever library was writing.
+    mode of the file it replaces), not `mkstemp`'s private 0600. The first write to a folder in
+    a process removes what writers killed mid-write left there (`remove_dead_parts`). A full
+    disk is reported as an `OSError` naming `path`, whatever library was writing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_parts(path)
+    # Once per folder and process: resize writes thousands of files into one folder.
+    if str(path.parent) not in _swept:
+        remove_dead_parts(path.parent)
+        _swept.add(str(path.parent))
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{_HOST_TAG}-{os.getpid()}.', suffix='.part',
                                dir=path.parent)
     try:
