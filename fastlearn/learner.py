@@ -322,11 +322,10 @@ class Learner:
             self._check_opt_state(opt, path)
         self.model.load_state_dict(state)
         if opt is not None:
-            groups = opt['param_groups']
-            self.layer_opt = None  # a fresh optimizer of this learner's kind takes the state
-            self._get_layer_opt(np.array([g['lr'] for g in groups]),
-                                np.array([g.get('weight_decay', 0.0) for g in groups]))
-            self.layer_opt.load_state_dict(opt)
+            # A fresh optimizer of this learner's kind, then the saved state: momentum and each
+            # group's lr and wd (the placeholder rates are overwritten).
+            self.layer_opt = None
+            self._get_layer_opt(1.0, 0.0).load_state_dict(opt)
 
     def _check_opt_state(self, opt: Any, path: Path) -> None:
         sizes = [len(_group_params(g)) for g in self.layer_groups]
