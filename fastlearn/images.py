@@ -330,26 +330,36 @@ def parse_csv_labels(csv_path: Path, skip_header: bool = True, cat_separator: st
                      ) -> list[tuple[int, str, list[str]]]:
     """`(line number, file id, labels)` for each data row of a CSV: column 0 the id, column 1
     the labels separated by `cat_separator`. Errors name the CSV, the line and the fix."""
+    with open(csv_path, 'rb') as f:
+        if b'\x00' in f.read(4096):  # a UTF-16 'Unicode text' export: every other byte is NUL
+            raise ValueError(f"{csv_path} is not a UTF-8 text file (it holds NUL bytes: UTF-16, "
+                             "or binary); save it as 'CSV UTF-8'")
     rows, width, header_left = [], None, skip_header
-    with open(csv_path, newline='', encoding='utf-8-sig') as f:
+    # surrogateescape: bytes that are not UTF-8 (a CSV from a Windows zip) stay the bytes they
+    # are, so ids still match the file names on disk, which Python decodes the same way.
+    with open(csv_path, newline='', encoding='utf-8-sig', errors='surrogateescape') as f:
         reader = csv.reader(f)
-        for row in reader:
-            if not any(c.strip() for c in row):
-                continue
-            where, width = f"{csv_path}, line {reader.line_num}", width or len(row)
-            if len(row) < 2:
-                raise ValueError(f"{where}: {row!r} has no label column; from_csv needs column 0 "
-                                 "= file id and column 1 = label(s), e.g. 'cat.1,cat'")
-            if len(row) != width:
-                raise ValueError(f"{where}: {len(row)} columns where the first row has {width}; "
-                                 "quote a label that contains a comma, or fix the row")
-            if header_left:
-                header_left = False
-                continue
-            if not row[0].strip():
-                raise ValueError(f"{where}: empty file id in column 0; fill it or remove the row")
-            rows.append((reader.line_num, row[0].strip(),
-                         [s for s in row[1].strip().split(cat_separator) if s]))
+        try:
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                where, width = f"{csv_path}, line {reader.line_num}", width or len(row)
+                if len(row) < 2:
+                    raise ValueError(f"{where}: {row!r} has no label column; from_csv needs column 0 "
+                                     "= file id and column 1 = label(s), e.g. 'cat.1,cat'")
+                if len(row) != width:
+                    raise ValueError(f"{where}: {len(row)} columns where the first row has {width}; "
+                                     "quote a label that contains a comma, or fix the row")
+                if header_left:
+                    header_left = False
+                    continue
+                if not row[0].strip():
+                    raise ValueError(f"{where}: empty file id in column 0; fill it or remove the row")
+                rows.append((reader.line_num, row[0].strip(),
+                             [s for s in row[1].strip().split(cat_separator) if s]))
+        except csv.Error as e:  # a field larger than csv's limit, a malformed dialect, ...
+            raise ValueError(f"{csv_path}, line {reader.line_num}: cannot be read as CSV ({e}); "
+                             "save it as 'CSV UTF-8', or fix that line") from None
     if not rows:
         raise ValueError(f"{csv_path} has no data rows (skip_header={skip_header}); expected "
                          "rows of 'file id,label(s)'")

@@ -773,3 +773,20 @@ def test_fingerprint_sees_a_file_replaced_with_the_same_size_and_mtime(image_fol
         assert data.trn_ds.fingerprint() != fp
         fp = data.trn_ds.fingerprint()
     assert data.trn_ds.fingerprint() == fp         # and stable while nothing changes
+
+
+def test_csv_with_windows_bytes_or_utf16_is_read_or_named(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 4)
+    odd = os.fsencode(root / 'imgs') + b'/caf\xe9.png'            # a cp1252 name from a zip
+    os.rename(os.fsencode(root / 'imgs' / 'id3.png'), odd)
+    csv_path.write_bytes(b'id,label\nid0,cat\nid1,dog\nid2,cat\ncaf\xe9,dog\n')  # cp1252, not UTF-8
+    data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    assert os.fsencode(root / data.trn_ds.fnames[-1]) == odd    # the id found its file
+    csv_path.write_text('id,label\nid0,cat\nid1,dog\n', encoding='utf-16')  # Excel "Unicode text"
+    with pytest.raises(ValueError, match=r"labels\.csv is not a UTF-8 text file \(it holds NUL "
+                                         r"bytes: UTF-16, or binary\); save it as 'CSV UTF-8'"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    csv_path.write_text('id,label\nid0,cat\nid1,"' + 'x' * 200_000 + '"\n')   # csv's field limit
+    with pytest.raises(ValueError, match=r"labels\.csv, line 3: cannot be read as CSV \(field larger "
+                                         r"than field limit"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
