@@ -201,6 +201,23 @@ def _check_tfms(tfms: Any) -> Tfms:
     return tfms[0], tfms[1]
 
 
+def _check_val_classes_trained(trn_y: np.ndarray, val_y: np.ndarray,
+                               classes: Sequence[str] | None) -> None:
+    """A class that has validation examples but no training one would be an output that
+    training never sees as positive: refused, as `from_paths` and `from_csv` do."""
+    if trn_y.ndim == 2 and val_y.ndim == 2 and trn_y.shape[1] == val_y.shape[1]:
+        unseen = np.flatnonzero((val_y > 0).any(0) & ~(trn_y > 0).any(0)).tolist()
+    elif trn_y.ndim == 1 and val_y.ndim == 1 and val_y.dtype.kind in 'iub':
+        unseen = sorted(set(val_y.tolist()) - set(trn_y.tolist()))
+    else:
+        return
+    if unseen:
+        names = [classes[i] for i in unseen if 0 <= i < len(classes)] if classes is not None else []
+        raise ValueError(f"class(es) {unseen[:10]}{f' ({names[:10]})' if names else ''} have "
+                         "validation examples but no training example, so training never sees "
+                         "them; move some of their examples to trn, or drop them from val")
+
+
 def _subset(fnames: list[str], y: np.ndarray, drop: set[str]) -> tuple[list[str], np.ndarray]:
     keep = [i for i, f in enumerate(fnames) if f not in drop]
     return [fnames[i] for i in keep], y[keep]
@@ -418,6 +435,8 @@ class ImageClassifierData:
                 raise ValueError(f"{name} must be an (x, y) pair of arrays, got "
                                  f"{type(pair).__name__}")
         ys = [np.asarray(trn[1]), np.asarray(val[1])]
+        if not continuous:
+            _check_val_classes_trained(*ys, classes)
         c = len(classes) if classes is not None else _infer_c(np.concatenate(ys), continuous)
         if test is not None and not isinstance(test, (tuple, list)):
             test = (test, np.zeros((len(test),) + ys[0].shape[1:], ys[0].dtype))

@@ -790,3 +790,16 @@ def test_csv_with_windows_bytes_or_utf16_is_read_or_named(tmp_path):
     with pytest.raises(ValueError, match=r"labels\.csv, line 3: cannot be read as CSV \(field larger "
                                          r"than field limit"):
         ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+
+
+def test_from_arrays_refuses_a_class_seen_only_in_validation(tmp_path):
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\] \(\['wasps'\]\) have validation examples "
+                                         r"but no training example"):
+        ImageClassifierData.from_arrays(tmp_path, (x, np.array([0, 1, 0, 1])),
+                                        (x, np.array([0, 2, 1, 1])), classes=['ants', 'bees', 'wasps'])
+    hot = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\] have validation examples"):
+        ImageClassifierData.from_arrays(tmp_path, (x, hot), (x, np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]))
+    ok = ImageClassifierData.from_arrays(tmp_path, (x, np.array([0, 1, 2, 1])), (x, np.array([0, 0, 1, 1])))
+    assert ok.c == 3                                 # a class missing from valid only is fine
