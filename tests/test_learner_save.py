@@ -171,3 +171,22 @@ def test_bs_one_says_why_and_how(get_data, get_learner):
     learn = get_learner(get_data(bs=1))
     with pytest.raises(ValueError, match=r'bs=1 gives batches of one image.*bn_freeze'):
         learn.fit(1e-2, 1)
+
+
+def test_every_written_file_gets_the_umask_permissions(get_data, get_learner, tmp_path):
+    old = os.umask(0o022)
+    try:
+        data = get_data()
+        learn = get_learner(data, precompute=True)
+        learn.fit(1e-2, 1)                                        # writes the activation cache
+        written = [learn.save('m'), learn.save('ck', with_opt=True),
+                   learn.export(tmp_path / 'export.pth'),
+                   *learn.tmp_path.glob('*.npy')]
+        resized = data.resize(16, str(tmp_path / 'small'))
+        written += [resized.trn_ds.root / f for f in resized.trn_ds.fnames[:3]]
+    finally:
+        os.umask(old)
+    assert len(written) >= 7
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o644)}
+    assert {oct(d.stat().st_mode & 0o777) for d in (learn.models_path, tmp_path / 'small' / '16')} \
+        == {oct(0o755)}
