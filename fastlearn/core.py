@@ -91,6 +91,8 @@ def _umask() -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    if sys.platform == 'win32':  # os.kill there terminates the process: never ask
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -149,7 +151,8 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
             perms = stat.S_IMODE(os.stat(path).st_mode)
         except OSError:
             perms = default_mode()
-        os.fchmod(fd, perms)
+        if hasattr(os, 'fchmod'):  # POSIX; on Windows mkstemp's file is not private anyway
+            os.fchmod(fd, perms)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
