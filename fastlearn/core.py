@@ -147,13 +147,13 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{_HOST_TAG}-{os.getpid()}.', suffix='.part',
                                dir=path.parent)
     try:
-        try:
-            perms = stat.S_IMODE(os.stat(path).st_mode)
-        except OSError:
-            perms = default_mode()
-        if hasattr(os, 'fchmod'):  # POSIX; on Windows mkstemp's file is not private anyway
-            os.fchmod(fd, perms)
         with os.fdopen(fd, mode) as f:
+            try:
+                perms = stat.S_IMODE(os.stat(path).st_mode)
+            except OSError:
+                perms = default_mode()
+            if hasattr(os, 'fchmod'):  # POSIX; on Windows mkstemp's file is not private anyway
+                os.fchmod(f.fileno(), perms)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -167,7 +167,6 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
                           f'({os.strerror(full.errno)}); the previous file, if any, is unchanged. '
                           'Free some space, or write to another disk') from e
         raise
-
 
 
 def load_tensors(path: str | os.PathLike, *, map_location: Any = 'cpu',
