@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -26,6 +25,8 @@ from urllib.parse import urlparse
 import torch
 import torchvision.models as tvm
 from torch import nn
+
+from .core import load_tensors
 
 __all__ = ['Arch', 'ARCHS', 'WeightsUnavailableError', 'get_body', 'layer_groups', 'arch_for',
            'table_arch', 'register_arch', 'load_state_dict_file', 'TimmBody',
@@ -110,19 +111,12 @@ def _drop_last(body: nn.Sequential, xtra_cut: int, name: str) -> nn.Sequential:
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a `.pth` file, read with `torch.load(weights_only=True)`: tensors and
-    plain containers only, so a file can never run code when it is loaded."""
+    plain containers only, so a file can never run code when it is loaded. A pickled object,
+    a truncated file or another format is refused by name (`core.load_tensors`)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:  # a pickled object, or not a torch file at all
-        found = re.search(r'Unsupported [^\n]*?(?= was not|$)', str(e), re.M)
-        why = found.group(0) if found else 'not a plain state dict'
-        raise ValueError(
-            f"weights file {path} holds more than tensors ({why}), so fastlearn will not load it: "
-            f"torch.load(weights_only=True) never unpickles code. Save the weights with "
-            f"torch.save(model.state_dict(), path).") from e
+    obj = load_tensors(path, written_by='torch.save(model.state_dict(), path)')
     return _as_state_dict(obj, str(path))
 
 

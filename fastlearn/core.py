@@ -3,7 +3,12 @@ lengths, atomic writes and the machine's defaults."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import re
+import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -13,9 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ['user_stacklevel', 'to_np', 'T', 'V', 'VV', 'to_gpu', 'children', 'listify', 'cycle_lengths', 'sum_geom',
-           'atomic_write', 'default_device', 'num_cpus', 'default_num_workers', 'set_seed', 'subplots',
-           'figure']
+__all__ = ['user_stacklevel', 'to_np', 'T', 'V', 'VV', 'to_gpu', 'children', 'listify',
+           'cycle_lengths', 'sum_geom', 'atomic_write', 'remove_dead_parts', 'default_mode',
+           'load_tensors', 'check_state_dict', 'default_device', 'num_cpus', 'default_num_workers',
+           'set_seed', 'subplots', 'figure']
 
 
 def to_np(x: Any) -> np.ndarray:
@@ -95,24 +101,165 @@ def sum_geom(a: float, r: float, n: int) -> float:
     return a * n if r == 1 else a * (r ** n - 1) / (r - 1)
 
 
+# Errors that mean the disk (or the user's quota) is full, wherever they surface: torch reports
+# them as "enforce fail at inline_container.cc" with the OSError only in the exception's context.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# A temporary file's name carries this machine's tag and the writer's pid, so a later write can
+# tell a dead writer's leftover (removed) from a live writer's file (never touched).
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_PART = re.compile(r'\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[A-Za-z0-9_]+\.part')
+_swept: set[str] = set()  # folders already cleared of dead writers' files by this process
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain `open()` (or `mkdir`) gives a new file here: 0o666 (0o777) less
+    the umask, read without changing it where Linux allows (other threads may be writing)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _umask() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform == 'win32':  # os.kill there terminates the process: never ask
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but is another user's: not ours to judge
+    return True
+
+
+def remove_dead_parts(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that `atomic_write` calls in `folder` left when their process
+    died (`kill -9`, power loss): only those written on this machine by a pid that no longer
+    exists, so a concurrent writer's file is never touched. Returns the files removed."""
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(folder) as it:
+        for e in it:
+            m = _PART.fullmatch(e.name) if e.name.endswith('.part') else None
+            if m and m['host'] == _HOST_TAG and not _pid_alive(int(m['pid'])):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+    return removed
+
+
+def _disk_full(e: BaseException) -> OSError | None:
+    """The full-disk OSError behind `e` (itself, its cause or its context), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
     """Open a temporary file beside `path` and move it into place only once it is complete,
-    so an interrupted write leaves the previous file intact."""
+    so an interrupted write leaves the previous file intact.
+
+    The file gets the permissions a plain `open()` would give (`0o666` less the umask, or the
+    mode of the file it replaces), not `mkstemp`'s private 0600. The first write to a folder in
+    a process removes what writers killed mid-write left there (`remove_dead_parts`). A full
+    disk is reported as an `OSError` naming `path`, whatever library was writing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
+    # Once per folder and process: resize writes thousands of files into one folder.
+    if str(path.parent) not in _swept:
+        remove_dead_parts(path.parent)
+        _swept.add(str(path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{_HOST_TAG}-{os.getpid()}.', suffix='.part',
+                               dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
+            try:
+                perms = stat.S_IMODE(os.stat(path).st_mode)
+            except OSError:
+                perms = default_mode()
+            if hasattr(os, 'fchmod'):  # POSIX; on Windows mkstemp's file is not private anyway
+                os.fchmod(f.fileno(), perms)
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = _disk_full(e)
+        if full is not None:
+            raise OSError(full.errno, f'no space left on device while writing {path} '
+                          f'({os.strerror(full.errno)}); the previous file, if any, is unchanged. '
+                          'Free some space, or write to another disk') from e
         raise
 
+
+def load_tensors(path: str | os.PathLike, *, map_location: Any = 'cpu',
+                 written_by: str = 'learn.save(name)') -> Any:
+    """`torch.load(path, weights_only=True)` with errors that name the file and say what it is:
+    empty or truncated, damaged, holding pickled Python objects (never unpickled here: they can
+    run code), or not a PyTorch file at all. Never suggests `weights_only=False`."""
+    import pickle
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError, ...
+        why = _tensor_file_problem(path, e, pickle.UnpicklingError)
+    raise ValueError(f'{path} {why}; write it again with {written_by}, or restore it from a '
+                     'backup') from None
+
+
+def _tensor_file_problem(path: Path, e: Exception, unpickling: type) -> str:
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not head:
+        return 'is empty (0 bytes): a save that never completed or a truncated copy'
+    if head.startswith(b'PK\x03\x04') or head[:1] == b'\x80':  # torch's zip, or a legacy pickle
+        if isinstance(e, unpickling):
+            found = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+            which = f', such as {found.group(1)}' if found else ''
+            return (f'holds pickled Python objects (a whole model or learner, or custom '
+                    f'classes{which}), not only tensors, and fastlearn never unpickles code from a '
+                    'file: it loads files of tensors, as learn.save and learn.export write them')
+        detail = (str(e).splitlines() or [''])[0].split('. ')[0][:120]  # torch's first sentence
+        return f'is truncated or damaged ({type(e).__name__}: {detail})'
+    return 'is not a PyTorch file (no zip or pickle header): perhaps another format or a renamed file'
+
+
+def check_state_dict(model: torch.nn.Module, state: Any, path: str | os.PathLike, *,
+                     fix: str = 'load it into a learner built the same way. The model is unchanged'
+                     ) -> None:
+    """Raise a ValueError naming `path`, the layers and their shapes when `state` does not fit
+    `model` exactly; checked before anything is copied, so a failed load changes nothing."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'{path} does not hold a state dict (a mapping of layer names to tensors); '
+                         'pass a file written by learn.save(name)')
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [f'{k}: {list(state[k].shape)} in the file, {list(v.shape)} in the model'
+              for k, v in want.items() if k in state and state[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+    parts = ([f'shapes differ for {len(shapes)} layer(s): ' + '; '.join(shapes[:5])] if shapes else []) + \
+            ([f'{len(missing)} layer(s) missing from the file: {missing[:5]}'] if missing else []) + \
+            ([f'{len(unexpected)} layer(s) the model lacks: {unexpected[:5]}'] if unexpected else [])
+    raise ValueError(f'{path} does not fit this model: {". ".join(parts)}. It was saved from another '
+                     f'architecture, cut or number of classes; {fix}')
 
 def default_device() -> torch.device:
     """CUDA when present, then Apple's MPS, else the CPU."""

@@ -24,9 +24,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .core import default_num_workers, num_cpus, to_np
-from .images import (BadImageError, csv_files, csv_labels, csv_val_idxs, folder_source,
-                     layout_hint, open_image, parse_csv_labels, resize_dest, resize_one,
-                     scan_test_folder, screen_files)
+from .images import (BadImageError, csv_check_split, csv_files, csv_labels, csv_val_idxs,
+                     folder_source, layout_hint, open_image, parse_csv_labels, resize_dest,
+                     resize_one, scan_test_folder, screen_files)
 
 __all__ = ['ImageClassifierData', 'FilesDataset', 'FilesIndexArrayDataset', 'ArraysDataset',
            'get_cv_idxs', 'open_image', 'folder_source', 'parse_csv_labels', 'BadImageError',
@@ -62,6 +62,11 @@ class _LabelledDataset(Dataset):
         if y.ndim == 1 and not self.is_reg and y.dtype.kind == 'f' and (y % 1).any():
             raise ValueError(f"y has non-integer values (e.g. {y[(y % 1) != 0][0]}) but class "
                              "labels must be indices; pass continuous=True for regression")
+        if self.is_reg and y.dtype.kind in 'fc' and not np.isfinite(y).all():
+            bad = np.argwhere(~np.isfinite(y))[0]
+            raise ValueError(f"y has {int((~np.isfinite(y)).sum())} non-finite value(s) (nan or "
+                             f"inf; the first in row {int(bad[0])}); regression targets must be "
+                             "numbers, or every loss is nan: fill them in or drop those rows")
         # Losses want int64 class indices and float32 targets, whatever the caller passed.
         self.y = y.astype(np.float32 if self.is_reg or self.is_multi else np.int64, copy=False)
         self.c = int(c if c is not None else _infer_c(self.y, self.is_reg))
@@ -117,12 +122,18 @@ class FilesDataset(_LabelledDataset):
         return self._apply(im, self.y[i])
 
     def fingerprint(self) -> str:
-        """sha1 of each file's relative name, size and mtime, and of the labels: it changes when
-        a file is added, removed, touched or relabelled."""
+        """sha1 of each file's relative name, size, mtime, ctime and inode, and of the labels: it
+        changes when a file is added, removed, touched, replaced or relabelled.
+
+        ctime and the inode come with the same `stat` call: no tool can set ctime back, so a file
+        rewritten in place with its size and mtime restored still changes the key. Hashing the
+        contents would cost 5-50x more per fit (docs/precompute.md has the figures)."""
         h = hashlib.sha1()
         for f in self.fnames:
             st = os.stat(self.root / f)
-            h.update(f'{f}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+            # surrogateescape: a name that is not UTF-8 (a Windows zip) is still its bytes
+            h.update(f'{f}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n'
+                     .encode('utf-8', 'surrogateescape'))
         h.update(np.ascontiguousarray(self.y).tobytes())
         return h.hexdigest()
 
@@ -206,6 +217,23 @@ def _check_tfms(tfms: Any) -> Tfms:
         raise ValueError(f"tfms must be a (train, valid) pair, as tfms_from_model(arch, sz) "
                          f"returns; got {type(tfms).__name__}: pass tfms=tfms_from_model(...)")
     return tfms[0], tfms[1]
+
+
+def _check_val_classes_trained(trn_y: np.ndarray, val_y: np.ndarray,
+                               classes: Sequence[str] | None) -> None:
+    """A class that has validation examples but no training one would be an output that
+    training never sees as positive: refused, as `from_paths` and `from_csv` do."""
+    if trn_y.ndim == 2 and val_y.ndim == 2 and trn_y.shape[1] == val_y.shape[1]:
+        unseen = np.flatnonzero((val_y > 0).any(0) & ~(trn_y > 0).any(0)).tolist()
+    elif trn_y.ndim == 1 and val_y.ndim == 1 and val_y.dtype.kind in 'iub':
+        unseen = sorted(set(val_y.tolist()) - set(trn_y.tolist()))
+    else:
+        return
+    if unseen:
+        names = [classes[i] for i in unseen if 0 <= i < len(classes)] if classes is not None else []
+        raise ValueError(f"class(es) {unseen[:10]}{f' ({names[:10]})' if names else ''} have "
+                         "validation examples but no training example, so training never sees "
+                         "them; move some of their examples to trn, or drop them from val")
 
 
 def _subset(fnames: list[str], y: np.ndarray, drop: set[str]) -> tuple[list[str], np.ndarray]:
@@ -392,6 +420,7 @@ class ImageClassifierData:
         val = csv_val_idxs(get_cv_idxs(len(rows)) if val_idxs is None else val_idxs, len(rows))
         is_val = np.zeros(len(rows), bool)
         is_val[val] = True
+        csv_check_split(rows, y, is_val, classes, csv_path)
         tst = (scan_test_folder(path, test_name, classes or [], False) if test_name
                else ([], np.zeros(0, np.int64), []))
         drop = screen_files(path, bad + tst[2], fnames + tst[0], on_bad_file, check_images)
@@ -424,6 +453,8 @@ class ImageClassifierData:
                 raise ValueError(f"{name} must be an (x, y) pair of arrays, got "
                                  f"{type(pair).__name__}")
         ys = [np.asarray(trn[1]), np.asarray(val[1])]
+        if not continuous:
+            _check_val_classes_trained(*ys, classes)
         c = len(classes) if classes is not None else _infer_c(np.concatenate(ys), continuous)
         if test is not None and not isinstance(test, (tuple, list)):
             test = (test, np.zeros((len(test),) + ys[0].shape[1:], ys[0].dtype))

@@ -299,6 +299,7 @@ def write_digits(dest: str | os.PathLike, *, px: int = DIGITS_PX, val_pct: float
         raise FileExistsError(f'{dest} exists but is not a digits folder (no train/ and valid/); '
                               'remove it or pass another --out')
     from sklearn.datasets import load_digits
+    from .core import default_mode
     from .dataset import get_cv_idxs
     digits = load_digits()
     is_val = np.zeros(len(digits.target), bool)
@@ -306,6 +307,7 @@ def write_digits(dest: str | os.PathLike, *, px: int = DIGITS_PX, val_pct: float
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.part', dir=dest.parent))
     try:
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 would hide it from teammates
         for i, (pixels, y) in enumerate(zip(digits.images, digits.target)):
             folder = tmp / ('valid' if is_val[i] else 'train') / str(y)
             folder.mkdir(parents=True, exist_ok=True)

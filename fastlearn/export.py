@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .archs import arch_for, get_body
-from .core import atomic_write, default_device, to_np
+from .core import atomic_write, check_state_dict, default_device, load_tensors, to_np
 from .images import open_image
 from .layers import create_head, num_features, pool_flatten
 from .transforms import CropType, tfms_from_stats
@@ -51,9 +51,45 @@ def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
             'crop_type': int(tfms.crop_type), **learn.head_config,
             'state_dict': {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
     path = Path(fname)
+    _check_rebuilds(meta, path)
     with atomic_write(path) as f:
         torch.save(meta, f)
     return path
+
+
+def _check_rebuilds(meta: dict, path: Path) -> None:
+    """Refuse to write an export that `load_learner` could not open: it rebuilds the model from
+    the architecture's name, so a user module must be registered under that name."""
+    try:
+        check_state_dict(_build(meta), meta['state_dict'], path)
+    except Exception as e:  # noqa: BLE001 - unknown name, missing timm, another cut, ...
+        name = meta['arch']
+        raise ValueError(
+            f'cannot export to {path}: load_learner rebuilds the model from its architecture name '
+            f'{name!r}, and that name does not rebuild this model ({str(e).splitlines()[0][:300]}). '
+            f'Register the architecture first, e.g. register_arch(Arch({name!r}, MyNet, cut=...)) '
+            f'from fastlearn.archs, build the learner with ConvLearner.pretrained({name!r}, data), '
+            'and call the same register_arch before load_learner; or keep the weights with '
+            'learn.save(name)') from None
+
+
+def _check_meta(meta: dict, path: Path) -> None:
+    """The plain values an export must hold, consistent with each other (the weights are
+    checked against the rebuilt model afterwards)."""
+    kinds = {'arch': str, 'xtra_cut': int, 'classes': list, 'c': int, 'is_multi': bool,
+             'is_reg': bool, 'sz': int, 'crop_type': int, 'stats': list, 'state_dict': dict}
+    bad = [k for k, t in kinds.items() if not isinstance(meta.get(k), t)]
+    if bad or 'ps' not in meta or 'xtra_fc' not in meta:
+        raise ValueError(f'{path} is a damaged or altered export: field(s) {bad or ["ps", "xtra_fc"]} '
+                         'are missing or of the wrong type; export the learner again')
+    if meta['classes'] and len(meta['classes']) != meta['c']:
+        raise ValueError(f"{path} is a damaged or altered export: it lists {len(meta['classes'])} "
+                         f"classes but predicts {meta['c']} outputs; export the learner again")
+    try:
+        CropType(meta['crop_type'])
+    except ValueError:
+        raise ValueError(f"{path} is a damaged or altered export: crop_type {meta['crop_type']} is "
+                         'not a CropType; export the learner again') from None
 
 
 def _build(meta: dict) -> nn.Module:
@@ -70,15 +106,19 @@ def load_learner(fname: str | os.PathLike, *, device: torch.device | str | None 
     path = Path(fname)
     if not path.is_file():
         raise FileNotFoundError(f'no exported model at {path}; write one with learn.export({str(path)!r})')
-    try:
-        meta = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling refusal or corruption
-        raise ValueError(f'{path} is not a fastlearn export ({type(e).__name__}; the file does not hold only tensors and plain values); '
-                         'files from learn.save() hold weights only: load those with learn.load()') from e
+    meta = load_tensors(path, written_by='learn.export(fname)')
     if not isinstance(meta, dict) or meta.get('format') != FORMAT:
         raise ValueError(f'{path} is not a fastlearn export (no {FORMAT!r} marker); files from '
                          'learn.save() hold weights only: load those with learn.load(name)')
-    model = _build(meta)
+    _check_meta(meta, path)
+    try:
+        model = _build(meta)
+    except Exception as e:  # noqa: BLE001 - an unknown name, or a head that cannot be built
+        raise ValueError(f"{path} needs the architecture {meta['arch']!r}, which cannot be built "
+                         f"here ({str(e).splitlines()[0][:300]}); if it is your own module, call "
+                         'register_arch(Arch(...)) under that name before load_learner') from None
+    check_state_dict(model, meta['state_dict'], path,
+                     fix='the export was altered or damaged: export the learner again')
     model.load_state_dict(meta['state_dict'])
     return Predictor(model, meta, device=device)
 

@@ -17,8 +17,8 @@ from PIL import Image, ImageOps
 from .core import atomic_write, num_cpus
 
 # dataset.py also imports the scanning helpers below by name; these are the user-facing ones.
-__all__ = ['open_image', 'BadImageError', 'IMAGE_EXTENSIONS', 'check_image_file', 'folder_source',
-           'parse_csv_labels', 'resize_file']
+__all__ = ['open_image', 'BadImageError', 'TooLargeImageError', 'MAX_PIXELS', 'IMAGE_EXTENSIONS',
+           'check_image_file', 'folder_source', 'parse_csv_labels', 'resize_file']
 
 # Extensions whose files we read; each has a signature that `check_image_file` recognises.
 IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.tif',
@@ -36,6 +36,15 @@ class BadImageError(ValueError):
     """A file that should hold an image cannot be decoded (corrupt, truncated, not an image)."""
 
 
+class TooLargeImageError(BadImageError):
+    """An image too large to decode within `MAX_PIXELS` (see `open_image`)."""
+
+
+# The most pixels one decode may produce: 50 MP is ~150 MB as RGB, per loader worker; an 8000x6000
+# photo fits. Larger JPEGs decode at 1/2..1/8 scale; other formats above it are refused.
+MAX_PIXELS = 50_000_000
+
+
 def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
     """An image file as an upright 3-channel 8-bit PIL image.
 
@@ -47,17 +56,18 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
     pixels (RGBA, LA, palette or PNG transparency) are composited over white, as an image viewer
     shows them (the colour stored under a transparent pixel is arbitrary, often black);
     16-bit and 32-bit grayscale are scaled to 8 bits (see `_to_8bit`).
+    One decode stays under `MAX_PIXELS` (50 MP): a larger JPEG is decoded at 1/2..1/8 scale, any
+    other larger image raises `TooLargeImageError`.
     Raises FileNotFoundError for a missing file and `BadImageError` (a ValueError) naming the
     file for one that cannot be decoded.
     """
     try:
         with open(path, 'rb') as f:
             im = Image.open(f)
-            if draft_size and im.format == 'JPEG':
-                im.draft('RGB', (int(draft_size), int(draft_size)))
+            _draft(im, draft_size, path)
             im.load()
         return _to_rgb(_upright(im))
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+    except (FileNotFoundError, PermissionError, IsADirectoryError, TooLargeImageError):
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
         raise BadImageError(
@@ -65,6 +75,28 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
             "corrupt, truncated or not an image: replace or remove it (outside this library), or "
             "build the data with check_images=True, on_bad_file='skip' to leave out every such "
             "file up-front") from e
+
+
+def _draft(im: Image.Image, draft_size: int | None, path: str | os.PathLike) -> None:
+    """Choose the decode size: a JPEG shrinks by 1/2, 1/4 or 1/8 (the decoder's draft mode,
+    nearly free) while both sides stay at least `draft_size`, and further if needed to keep one
+    decode under `MAX_PIXELS`; any other image above `MAX_PIXELS` is refused before decoding.
+    (A 12000x12000 photo would otherwise take ~1.4 GB per loader worker.)"""
+    w, h = im.size
+    if im.format == 'JPEG':
+        req = (int(draft_size), int(draft_size)) if draft_size else None
+        if w * h > MAX_PIXELS:
+            scale = next((s for s in (2, 4, 8) if -(-w // s) * -(-h // s) <= MAX_PIXELS), 8)
+            lim = (w // scale, h // scale)
+            req = lim if req is None else (min(req[0], lim[0]), min(req[1], lim[1]))
+        if req:  # only one draft call counts, so both wishes go into one request
+            im.draft('RGB', req)
+    if im.size[0] * im.size[1] > MAX_PIXELS:
+        raise TooLargeImageError(
+            f"image {os.fspath(path)!r} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), above the "
+            f"{MAX_PIXELS / 1e6:.0f} MP that fastlearn decodes at once (a JPEG is read at reduced "
+            "size, up to 8x smaller on each side, to fit); shrink it first (an image editor, or "
+            "PIL's Image.reduce), or raise fastlearn.images.MAX_PIXELS if memory allows")
 
 
 def _upright(im: Image.Image) -> Image.Image:
@@ -125,13 +157,22 @@ def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | 
 
 def list_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """Image file names directly inside `folder` (sorted), and `(name, reason)` for files that
-    fail `check_image_file`. Ignored names and sub-folders are left out silently."""
+    fail `check_image_file`, cannot be read, or are broken or looping symbolic links. Ignored
+    names and sub-folders are left out silently."""
     good, bad = [], []
     with os.scandir(folder) as it:
         for e in it:
-            if is_ignored(e.name) or not e.is_file():
+            if is_ignored(e.name):
                 continue
-            why = check_image_file(e.path, e.stat().st_size)
+            try:
+                if not e.is_file():
+                    if e.is_symlink() and not e.is_dir():
+                        bad.append((e.name, 'broken symbolic link: its target does not exist'))
+                    continue
+                why = check_image_file(e.path, e.stat().st_size)
+            except OSError as err:  # a symlink loop (ELOOP), an unreadable file (EACCES), ...
+                bad.append((e.name, f'cannot be read: {err.strerror or err}'))
+                continue
             if why:
                 bad.append((e.name, why))
             else:
@@ -231,9 +272,16 @@ def layout_hint(path: Path, trn: str, val: str) -> str:
             f"{path / val}/<class>/<image> (and optionally a flat {path}/<test_name>/<image>)")
 
 
+def _is_dir(e: os.DirEntry) -> bool:
+    try:
+        return e.is_dir()
+    except OSError:  # a symlink loop is no folder; a file-level entry, not a class
+        return False
+
+
 def _class_dirs(folder: Path) -> list[str]:
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not is_ignored(e.name))
+        return sorted(e.name for e in it if _is_dir(e) and not is_ignored(e.name))
 
 
 def folder_source(path: Path, folder: str, classes: Sequence[str] | None = None
@@ -282,30 +330,61 @@ def parse_csv_labels(csv_path: Path, skip_header: bool = True, cat_separator: st
                      ) -> list[tuple[int, str, list[str]]]:
     """`(line number, file id, labels)` for each data row of a CSV: column 0 the id, column 1
     the labels separated by `cat_separator`. Errors name the CSV, the line and the fix."""
+    with open(csv_path, 'rb') as f:
+        if b'\x00' in f.read(4096):  # a UTF-16 'Unicode text' export: every other byte is NUL
+            raise ValueError(f"{csv_path} is not a UTF-8 text file (it holds NUL bytes: UTF-16, "
+                             "or binary); save it as 'CSV UTF-8'")
     rows, width, header_left = [], None, skip_header
-    with open(csv_path, newline='', encoding='utf-8-sig') as f:
+    # surrogateescape: bytes that are not UTF-8 (a CSV from a Windows zip) stay the bytes they
+    # are, so ids still match the file names on disk, which Python decodes the same way.
+    with open(csv_path, newline='', encoding='utf-8-sig', errors='surrogateescape') as f:
         reader = csv.reader(f)
-        for row in reader:
-            if not any(c.strip() for c in row):
-                continue
-            where, width = f"{csv_path}, line {reader.line_num}", width or len(row)
-            if len(row) < 2:
-                raise ValueError(f"{where}: {row!r} has no label column; from_csv needs column 0 "
-                                 "= file id and column 1 = label(s), e.g. 'cat.1,cat'")
-            if len(row) != width:
-                raise ValueError(f"{where}: {len(row)} columns where the first row has {width}; "
-                                 "quote a label that contains a comma, or fix the row")
-            if header_left:
-                header_left = False
-                continue
-            if not row[0].strip():
-                raise ValueError(f"{where}: empty file id in column 0; fill it or remove the row")
-            rows.append((reader.line_num, row[0].strip(),
-                         [s for s in row[1].strip().split(cat_separator) if s]))
+        try:
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                where, width = f"{csv_path}, line {reader.line_num}", width or len(row)
+                if len(row) < 2:
+                    raise ValueError(f"{where}: {row!r} has no label column; from_csv needs column 0 "
+                                     "= file id and column 1 = label(s), e.g. 'cat.1,cat'")
+                if len(row) != width:
+                    raise ValueError(f"{where}: {len(row)} columns where the first row has {width}; "
+                                     "quote a label that contains a comma, or fix the row")
+                if header_left:
+                    header_left = False
+                    continue
+                if not row[0].strip():
+                    raise ValueError(f"{where}: empty file id in column 0; fill it or remove the row")
+                rows.append((reader.line_num, row[0].strip(),
+                             [s for s in row[1].strip().split(cat_separator) if s]))
+        except csv.Error as e:  # a field larger than csv's limit, a malformed dialect, ...
+            raise ValueError(f"{csv_path}, line {reader.line_num}: cannot be read as CSV ({e}); "
+                             "save it as 'CSV UTF-8', or fix that line") from None
     if not rows:
         raise ValueError(f"{csv_path} has no data rows (skip_header={skip_header}); expected "
                          "rows of 'file id,label(s)'")
+    _refuse_duplicate_ids(rows, csv_path)
     return rows
+
+
+def _refuse_duplicate_ids(rows: list[tuple[int, str, list[str]]], csv_path: Path) -> None:
+    """One row per image: a repeated id could land in train and valid (a leak), and with other
+    labels it asks for two answers to one image."""
+    seen: dict[str, list[tuple[int, list[str]]]] = {}
+    for line, fid, labels in rows:
+        seen.setdefault(os.path.normpath(fid), []).append((line, labels))
+    dups = {fid: hits for fid, hits in seen.items() if len(hits) > 1}
+    if not dups:
+        return
+    fid, hits = next(iter(dups.items()))
+    conflict = len({tuple(sorted(lbl)) for _, lbl in hits}) > 1
+    what = ('with conflicting labels (' + ', '.join(f'line {ln}: {" ".join(lbl) or "none"}'
+                                                    for ln, lbl in hits[:5]) + ')'
+            if conflict else 'with the same labels')
+    raise ValueError(f"{csv_path}: file id {fid!r} appears on lines {[ln for ln, _ in hits]} "
+                     f"{what}; {len(dups)} id(s) repeat in all. One image on two rows can land in "
+                     "both train and valid (a leak): keep one row per id (merge multi-label tags "
+                     "into one row)")
 
 
 def csv_labels(rows: list[tuple[int, str, list[str]]], csv_path: Path, continuous: bool
@@ -318,6 +397,10 @@ def csv_labels(rows: list[tuple[int, str, list[str]]], csv_path: Path, continuou
             if len(labels) != k or not k or not all(_is_float(v) for v in labels):
                 raise ValueError(f"{csv_path}, line {line}: continuous=True needs {k or 'some'} "
                                  f"number(s) per row like line {rows[0][0]}, got {labels!r}")
+            if not all(np.isfinite(float(v)) for v in labels):
+                raise ValueError(f"{csv_path}, line {line}: {labels!r} is not finite (nan or inf); "
+                                 "a regression target must be a number, and one nan makes every "
+                                 "loss nan: fill in the value or remove the row")
         return np.array([[float(v) for v in labels] for _, _, labels in rows], np.float32), None
     classes = sorted({lbl for _, _, labels in rows for lbl in labels})
     index = {c: i for i, c in enumerate(classes)}
@@ -334,6 +417,24 @@ def csv_labels(rows: list[tuple[int, str, list[str]]], csv_path: Path, continuou
     return y, classes
 
 
+def csv_check_split(rows: list[tuple[int, str, list[str]]], y: np.ndarray, is_val: np.ndarray,
+                    classes: list[str] | None, csv_path: Path) -> None:
+    """Refuse a split where a class or tag appears only in validation rows: the model would
+    have an output that training never sees as positive (`from_paths` refuses the same)."""
+    if classes is None:  # regression
+        return
+    trn = y[~is_val]
+    seen = trn.any(0) if y.ndim == 2 else np.bincount(trn, minlength=len(classes)) > 0
+    unseen = [c for c, ok in zip(classes, seen) if not ok]
+    if not unseen:
+        return
+    lines = [line for (line, _, labels), v in zip(rows, is_val) if v and unseen[0] in labels]
+    raise ValueError(f"{csv_path}: label(s) {unseen[:10]} appear only in validation rows (e.g. "
+                     f"{unseen[0]!r} on line(s) {lines[:10]}), so training never sees them; "
+                     "choose val_idxs that leave a training row for each label, or remove those "
+                     "labels")
+
+
 def _is_float(s: str) -> bool:
     try:
         float(s)
@@ -346,16 +447,30 @@ def csv_files(path: Path, folder: str, rows: list, suffix: str, csv_path: Path
               ) -> tuple[list[str], list[tuple[str, str]]]:
     """Relative file names for the CSV's rows, and the unusable ones; a missing file is an error."""
     fnames, bad = [], []
+    top = os.path.normpath(folder)
     for line, fid, _ in rows:
         fname = f'{folder}/{fid}{suffix}'
+        rel = os.path.relpath(os.path.normpath(fname), top)  # lexical: symlinked files still work
+        if os.path.isabs(fid) or rel in ('.', '..') or rel.startswith('..' + os.sep):
+            raise ValueError(f"{csv_path}, line {line}: file id {fid!r} points outside "
+                             f"{path / folder}; ids name files inside that folder (e.g. "
+                             f"'cat.1' or 'sub/cat.1'): fix the id or the `folder` argument")
         try:
             size = os.stat(path / fname).st_size
         except FileNotFoundError:
+            if os.path.islink(path / fname):
+                bad.append((fname, 'broken symbolic link: its target does not exist'))
+                fnames.append(fname)
+                continue
             near = sorted(p.name for p in (path / folder).glob(f'{Path(fid).name}.*'))[:3]
             hint = f"; files with that id exist: {near}, so pass suffix='{Path(near[0]).suffix}'" \
                 if near and not suffix else "; check `folder` and `suffix`, or remove the row"
             raise FileNotFoundError(f"{csv_path}, line {line}: file {path / fname} does not "
                                     f"exist{hint}") from None
+        except OSError as err:  # a symlink loop, an unreadable folder
+            bad.append((fname, f'cannot be read: {err.strerror or err}'))
+            fnames.append(fname)
+            continue
         why = check_image_file(path / fname, size)
         if why:
             bad.append((fname, why))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -15,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import atomic_write, default_device, listify, to_np
-from .layer_optimizer import LayerOptimizer, lr_range, sgd_momentum
+from .core import atomic_write, check_state_dict, default_device, listify, load_tensors, to_np
+from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_momentum
 from .metrics import accuracy, accuracy_thresh
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
@@ -26,6 +27,9 @@ from .sgdr import CosAnneal, CycleSaver, LR_Finder, Recorder, SaveBestModel
 from .summary import ModelSummary, model_summary
 
 __all__ = ['Learner']
+
+# The marker of a `save(name, with_opt=True)` file: weights plus optimizer state.
+CHECKPOINT = 'fastlearn-checkpoint-1'
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -69,6 +73,16 @@ def _task(data: Any) -> tuple[int, str]:
     kind = ('regression' if getattr(data, 'is_reg', False) else
             'multi-label' if getattr(data, 'is_multi', False) else 'single-label')
     return int(data.c), kind
+
+
+def _plain(x: Any) -> Any:
+    """Numpy scalars (an lr from `lr_range`) as Python numbers, so the file loads with
+    `weights_only=True`."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _resolve(base: Path, name: str | os.PathLike) -> Path:
@@ -226,6 +240,24 @@ class Learner:
             raise ValueError(f'every one of the {len(self.layer_groups)} layer groups is frozen, so '
                              'there is nothing to train; call learn.freeze() to train the head or '
                              'learn.unfreeze() to train them all')
+        self._check_batch_norm_batches()
+
+    def _check_batch_norm_batches(self) -> None:
+        """BatchNorm cannot train on a batch of one image (torch: "Expected more than 1 value per
+        channel"); loaders drop or merge a last batch of one, so only a one-image training set or
+        bs=1 gets here. Say so before training starts."""
+        ds, bs = getattr(self.data, 'trn_ds', None), getattr(self.data, 'bs', None)
+        if ds is None or bs is None or self._bn_freeze or (len(ds) != 1 and bs != 1):
+            return
+        if not any(isinstance(m, _BN) for g, t in zip(self.layer_groups, self.trainable_groups())
+                   if t for m in g.modules()):
+            return
+        cause = (f'the training set has 1 image ({getattr(ds, "fnames", ["?"])[0]})'
+                 if len(ds) == 1 else 'bs=1 gives batches of one image')
+        raise ValueError(f'{cause}, and the BatchNorm layers being trained need at least 2 images '
+                         'per batch to compute their statistics; add training images (2 or more) '
+                         'and use bs of 2 or more, or call learn.bn_freeze(True) to train with '
+                         'BatchNorm statistics fixed')
 
     def _run(self, layer_opt: LayerOptimizer, n_epochs: int, callbacks: list[Any], *,
              metrics: Sequence[Callable] | None = None, quiet: bool | None = None,
@@ -320,34 +352,75 @@ class Learner:
         return recorder
 
     # --- saving ------------------------------------------------------------------------------
-    def _model_file(self, name: str) -> Path:
-        return self.models_path / f'{name}.pth'
+    def _model_file(self, name: str | os.PathLike) -> Path:
+        """`models/<name>.pth` as in the course; a name ending in `.pth` is taken as a file name
+        as it is, and an absolute path points anywhere (`learn.load('/abs/path/m.pth')`)."""
+        name = os.fspath(name)
+        return _resolve(self.models_path, name if name.endswith('.pth') else f'{name}.pth')
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str | os.PathLike, *, with_opt: bool = False) -> Path:
         """Write the weights to `models/<name>.pth`, atomically: an interrupted save leaves the
-        previous file loadable."""
+        previous file loadable.
+
+            learn.save('224_lastlayer')
+
+        `with_opt=True` also stores the optimizer state (momentum, per-group lrs and wds), so
+        `load(name)` can resume a run. Either file holds tensors and plain values only."""
         path = self._model_file(name)
+        state = self.model.state_dict()
+        if with_opt:
+            state = {'format': CHECKPOINT, 'model': state,
+                     'opt': _plain(self.layer_opt.state_dict()) if self.layer_opt else None}
         try:
             with atomic_write(path) as f:
-                torch.save(self.model.state_dict(), f)
+                torch.save(state, f)
         except OSError as e:
-            raise OSError(f'cannot save {name!r} to {path}: {e.strerror or e}. If {self.models_path} '
-                          "is read-only, pass models_name='/a/writable/folder' when creating the "
-                          'learner.') from e
+            hint = (f" If {path.parent} is read-only, pass models_name='/a/writable/folder' when "
+                    'creating the learner, or save to an absolute path.'
+                    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else '')
+            raise OSError(e.errno, f'cannot save {os.fspath(name)!r} to {path}: {e.strerror or e}.'
+                          f'{hint}') from e
         return path
 
-    def load(self, name: str) -> None:
-        """Load weights saved by `save(name)` (tensors only: nothing is unpickled)."""
+    def load(self, name: str | os.PathLike) -> None:
+        """Load weights saved by `save(name)` (tensors only: nothing is unpickled), and the
+        optimizer state too when the file has it (`save(name, with_opt=True)`).
+
+            learn.load('224_lastlayer')        # models/224_lastlayer.pth
+            learn.load('/abs/path/m.pth')
+
+        The file is checked against the model first: one from another architecture or class
+        count is refused, naming the layers and shapes, and leaves the model as it was."""
         path = self._model_file(name)
-        if not path.exists():
+        if not path.is_file():
             saved = sorted(p.stem for p in self.models_path.glob('*.pth')) if self.models_path.is_dir() else []
-            raise FileNotFoundError(f'no saved model {name!r} at {path}; saved models here: '
+            raise FileNotFoundError(f'no saved model {os.fspath(name)!r} at {path}; saved models here: '
                                     f'{saved or "none"}')
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = load_tensors(path, map_location=self.device, written_by='learn.save(name)')
         if isinstance(state, dict) and 'format' in state and 'state_dict' in state:
             raise ValueError(f'{path} is a file from learn.export(); open it with '
                              f'load_learner({str(path)!r})')
+        opt = None
+        if isinstance(state, dict) and state.get('format') == CHECKPOINT:
+            state, opt = state.get('model'), state.get('opt')
+        check_state_dict(self.model, state, path)
+        if opt is not None:
+            self._check_opt_state(opt, path)
         self.model.load_state_dict(state)
+        if opt is not None:
+            # A fresh optimizer of this learner's kind, then the saved state: momentum and each
+            # group's lr and wd (the placeholder rates are overwritten).
+            self.layer_opt = None
+            self._get_layer_opt(1.0, 0.0).load_state_dict(opt)
+
+    def _check_opt_state(self, opt: Any, path: Path) -> None:
+        sizes = [len(_group_params(g)) for g in self.layer_groups]
+        groups = opt.get('param_groups') if isinstance(opt, dict) else None
+        saved = [len(g.get('params', [])) for g in groups] if isinstance(groups, list) else None
+        if saved != sizes:
+            raise ValueError(f'{path} holds optimizer state for layer groups of {saved} parameters, '
+                             f'but this learner has {sizes}; it was saved from another model. The '
+                             'model is unchanged')
 
     def load_cycle(self, name: str, cycle: int) -> None:
         """`learn.load_cycle('snap', 2)`: the weights `fit(..., cycle_save_name='snap')` saved

@@ -174,15 +174,21 @@ class Evil:
 def test_pickled_objects_are_refused(tmp_path):
     marker, path = tmp_path / 'pwned', tmp_path / 'evil.pth'
     torch.save({'w': torch.zeros(1), 'x': Evil(marker)}, path)
-    with pytest.raises(ValueError, match=r'evil\.pth holds more than tensors .*weights_only=True'):
+    with pytest.raises(ValueError, match=r'evil\.pth holds pickled Python objects.*never unpickles'
+                                         r'.*torch\.save\(model\.state_dict\(\), path\)') as e:
         get_body(TINY, weights=path)
+    assert 'weights_only=False' not in str(e.value)
     assert not marker.exists()
 
 
 def test_unreadable_or_missing_weights_files(tmp_path):
     (tmp_path / 'junk.pth').write_bytes(b'not a torch file')
-    with pytest.raises(ValueError, match='junk.pth holds more than tensors'):
+    with pytest.raises(ValueError, match=r'junk\.pth is not a PyTorch file'):
         load_state_dict_file(tmp_path / 'junk.pth')
+    torch.save(TinyNet().state_dict(), tmp_path / 'whole.pth')
+    (tmp_path / 'cut.pth').write_bytes((tmp_path / 'whole.pth').read_bytes()[:500])
+    with pytest.raises(ValueError, match=r'cut\.pth is truncated or damaged'):
+        get_body(TINY, weights=tmp_path / 'cut.pth')
     with pytest.raises(FileNotFoundError, match='nope.pth does not exist'):
         get_body(TINY, weights=tmp_path / 'nope.pth')
     torch.save([1, 2], tmp_path / 'list.pth')

@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
+import time
 import warnings
 from pathlib import Path
 
@@ -326,8 +328,8 @@ def test_csv_multi_label_separator_and_empty_rows(tmp_path):
     assert data.is_multi and data.trn_y.tolist() == [[1, 1], [0, 1]]
     write_csv(csv_path, 'id,label\nid0,a\nid1,\nid2,b\n')
     with pytest.warns(UserWarning, match=r"line\(s\) \[3\] have no label.*multi-label"):
-        data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
-    assert data.trn_y.tolist() == [[0, 0], [0, 1]]
+        data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[1])
+    assert data.trn_y.tolist() == [[1, 0], [0, 1]] and data.val_y.tolist() == [[0, 0]]
 
 
 def test_csv_regression(tmp_path):
@@ -605,3 +607,199 @@ def test_dogscats_from_paths(dogscats):
     x, y = next(iter(data.trn_dl))
     assert x.shape == (16, 3, 64, 64) and set(y.tolist()) <= {0, 1}
     assert data.val_ds.denorm(x).shape == (16, 64, 64, 3)
+
+
+# ---------------------------------------------------------------- CSV faults (issue 9)
+
+def test_csv_repeated_id_is_refused_naming_the_lines(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 6)
+    write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\nid2,cat\nid1,cat\nid3,dog\n')
+    with pytest.raises(ValueError, match=r"labels\.csv: file id 'id1' appears on lines \[3, 5\] with "
+                                         r"conflicting labels \(line 3: dog, line 5: cat\).*leak.*one row "
+                                         r"per id"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\n./id0,cat\nid3,dog\n')  # the same file, spelt twice
+    with pytest.raises(ValueError, match=r"file id 'id0' appears on lines \[2, 4\] with the same labels"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+
+
+def test_csv_id_outside_the_folder_is_refused(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 4)
+    secret = tmp_path / 'outside' / 'secret.png'
+    secret.parent.mkdir()
+    noise_image((200, 40, 40)).save(secret)
+    for fid in ('../../outside/secret', '../imgs/../../outside/secret', 'sub/../../x', '../x'):
+        write_csv(csv_path, f'id,label\nid0,cat\nid1,dog\n{fid},cat\nid3,dog\n')
+        with pytest.raises(ValueError, match=rf"labels\.csv, line 4: file id '{re.escape(fid)}' points "
+                                             r"outside .*imgs; ids name files inside that folder"):
+            ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    (root / 'imgs' / 'sub').mkdir()
+    os.replace(root / 'imgs' / 'id3.png', root / 'imgs' / 'sub' / 'id3.png')
+    write_csv(csv_path, 'id,label\nid0,cat\nid1,dog\nid2,cat\nsub/../sub/id3,dog\n')
+    data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    assert 'imgs/sub/../sub/id3.png' in data.trn_ds.fnames   # inside the folder: fine
+    flat = ImageClassifierData.from_csv(root / 'imgs', '.', csv_path, suffix='.png', val_idxs=[0])
+    assert len(flat.trn_ds) == 3                             # folder='.' still works
+
+
+def test_csv_label_seen_only_in_validation_is_refused(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 5, ['a b', 'b', 'c', 'a', 'b'])
+    with pytest.raises(ValueError, match=r"labels\.csv: label\(s\) \['c'\] appear only in validation "
+                                         r"rows \(e\.g\. 'c' on line\(s\) \[4\]\).*choose val_idxs"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[2])
+    root2, csv2 = csv_folder(tmp_path / 'single', 4, ['cat', 'dog', 'cat', 'cat'])
+    with pytest.raises(ValueError, match=r"label\(s\) \['dog'\] appear only in validation rows"):
+        ImageClassifierData.from_csv(root2, 'imgs', csv2, suffix='.png', val_idxs=[1])
+    ok = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[3])
+    assert ok.trn_y.sum(0).tolist() == [1, 3, 1]
+
+
+@pytest.mark.parametrize('bad', ['nan', 'inf', '-inf', 'NaN'])
+def test_csv_regression_refuses_non_finite_values(tmp_path, bad):
+    root, csv_path = csv_folder(tmp_path, 4, ['1', '2', bad, '4'])
+    with pytest.raises(ValueError, match=rf"labels\.csv, line 4: \['{bad}'\] is not finite.*fill in "
+                                         r"the value or remove the row"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0],
+                                     continuous=True)
+
+
+def test_arrays_regression_refuses_non_finite_targets():
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    y = np.array([1.0, np.nan, 2.0, 3.0], np.float32)
+    with pytest.raises(ValueError, match=r"y has 1 non-finite value\(s\) \(nan or inf; the first in "
+                                         r"row 1\)"):
+        ImageClassifierData.from_arrays('.', (x, y), (x, np.ones(4)), continuous=True)
+
+
+# ---------------------------------------------------------------- odd entries in folders (issue 9)
+
+def test_broken_and_looping_symlinks_are_counted_like_any_unusable_file(image_folder):
+    ants = image_folder / 'train' / 'ants'
+    os.symlink(ants / 'gone.png', ants / 'dangling.png')
+    os.symlink('loop.png', ants / 'loop.png')                  # points at itself: ELOOP
+    os.symlink(ants / 'ants_000.png', ants / 'good_link.png')  # a working link is an image
+    os.symlink('self_dir', image_folder / 'train' / 'self_dir')  # a looping "class folder"
+    with pytest.warns(UserWarning, match=r"skipped 2 file\(s\) under .*not usable images: "
+                                         r"train/ants/dangling\.png \(broken symbolic link: its target "
+                                         r"does not exist\); train/ants/loop\.png \(cannot be read: "
+                                         r"Too many levels of symbolic links\)"):
+        data = ImageClassifierData.from_paths(image_folder, num_workers=0)
+    assert len(data.trn_ds) == 25 and 'train/ants/good_link.png' in data.trn_ds.fnames
+    assert data.classes == ['ants', 'bees']
+    with pytest.raises(BadImageError, match=r'2 file\(s\) under .*dangling\.png.*loop\.png'):
+        ImageClassifierData.from_paths(image_folder, on_bad_file='raise')
+
+
+def test_csv_rows_naming_broken_or_looping_links_follow_the_policy(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 6)
+    (root / 'imgs' / 'id2.png').unlink()
+    os.symlink(root / 'imgs' / 'gone.png', root / 'imgs' / 'id2.png')
+    (root / 'imgs' / 'id3.png').unlink()
+    os.symlink('id3.png', root / 'imgs' / 'id3.png')
+    with pytest.warns(UserWarning, match=r"skipped 2 file\(s\).*imgs/id2\.png \(broken symbolic "
+                                         r"link.*imgs/id3\.png \(cannot be read: Too many levels"):
+        data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    assert len(data.trn_ds) == 3 and len(data.val_ds) == 1
+
+
+def test_a_file_name_that_is_not_utf8_trains_and_precomputes(image_folder, tiny_arch):
+    from fastlearn.conv_learner import ConvLearner, tfms_from_model
+    src = image_folder / 'train' / 'ants' / 'ants_000.png'
+    odd = os.fsencode(src.parent) + b'/caf\xe9 \x81.png'         # cp1252 bytes from a Windows zip
+    os.rename(os.fsencode(src), odd)
+    data = ImageClassifierData.from_paths(image_folder, bs=8, num_workers=0,
+                                          tfms=tfms_from_model(tiny_arch, 32))
+    name = os.fsdecode(odd)[len(str(image_folder)) + 1:]
+    assert name in data.trn_ds.fnames
+    fp = data.trn_ds.fingerprint()                             # the precompute key
+    os.utime(odd, ns=(0, 0))
+    assert data.trn_ds.fingerprint() != fp
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = ConvLearner.pretrained(tiny_arch, data, precompute=True, device='cpu', quiet=True)
+    learn.fit(1e-2, 1)
+    assert learn.activations('trn').shape == (24, 64)
+
+
+# ---------------------------------------------------------------- images too large to decode whole
+
+def test_large_images_decode_at_reduced_size_or_are_refused(tmp_path, monkeypatch):
+    from fastlearn import images
+    from fastlearn.images import TooLargeImageError
+    monkeypatch.setattr(images, 'MAX_PIXELS', 100 * 80)         # stands in for 50 MP
+    jpg = write(tmp_path / 'big.jpg', jpeg_bytes((400, 320)))   # 16x the limit: 1/4 scale fits
+    assert open_image(jpg).size == (100, 80)
+    assert open_image(jpg, draft_size=30).size == (50, 40)      # draft_size asks for less: 1/8
+    huge = write(tmp_path / 'huge.jpg', jpeg_bytes((1200, 960)))  # 1/8 is still 2.25x the limit
+    png = tmp_path / 'big.png'
+    Image.fromarray(np.zeros((320, 400, 3), np.uint8)).save(png)
+    for f, wh in ((huge, '1200x960'), (png, '400x320')):
+        with pytest.raises(TooLargeImageError, match=rf"image '.*{f.name}' is {wh} pixels .* above "
+                                                     r"the 0 MP that fastlearn decodes at once.*"
+                                                     r"raise fastlearn\.images\.MAX_PIXELS"):
+            open_image(f)
+    assert open_image(jpg).size == (100, 80)                    # files untouched, still readable
+    monkeypatch.setattr(images, 'MAX_PIXELS', 400 * 320)
+    assert open_image(png).size == (400, 320)                   # at the limit: decoded whole
+
+
+def test_a_too_large_file_in_a_folder_follows_the_bad_file_policy(image_folder, monkeypatch):
+    from fastlearn import images
+    monkeypatch.setattr(images, 'MAX_PIXELS', 40 * 40)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image_folder / 'train' / 'ants' / 'x.png')
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*train/ants/x\.png \(image .* is 64x64 "
+                                         r"pixels"):
+        data = ImageClassifierData.from_paths(image_folder, check_images=True, num_workers=0)
+    assert 'train/ants/x.png' not in data.trn_ds.fnames and len(data.trn_ds) == 24
+
+
+def test_fingerprint_sees_a_file_replaced_with_the_same_size_and_mtime(image_folder):
+    data = ImageClassifierData.from_paths(image_folder)
+    f = image_folder / data.trn_ds.fnames[0]
+    before, st = f.read_bytes(), f.stat()
+    fp = data.trn_ds.fingerprint()
+    time.sleep(0.01)  # a later ctime, even on filesystems with coarse timestamps
+    for replace_by_rename in (False, True):
+        other = bytearray(before)
+        other[-20] ^= 0xFF                         # same size, other pixels
+        if replace_by_rename:                      # cp over / rsync: a new inode
+            tmp = f.with_name('tmp.bin')
+            tmp.write_bytes(bytes(other))
+            os.replace(tmp, f)
+        else:                                      # rewritten in place
+            f.write_bytes(bytes(other))
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime restored, as `touch -r` does
+        assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+        assert data.trn_ds.fingerprint() != fp
+        fp = data.trn_ds.fingerprint()
+    assert data.trn_ds.fingerprint() == fp         # and stable while nothing changes
+
+
+def test_csv_with_windows_bytes_or_utf16_is_read_or_named(tmp_path):
+    root, csv_path = csv_folder(tmp_path, 4)
+    odd = os.fsencode(root / 'imgs') + b'/caf\xe9.png'            # a cp1252 name from a zip
+    os.rename(os.fsencode(root / 'imgs' / 'id3.png'), odd)
+    csv_path.write_bytes(b'id,label\nid0,cat\nid1,dog\nid2,cat\ncaf\xe9,dog\n')  # cp1252, not UTF-8
+    data = ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    assert os.fsencode(root / data.trn_ds.fnames[-1]) == odd    # the id found its file
+    csv_path.write_text('id,label\nid0,cat\nid1,dog\n', encoding='utf-16')  # Excel "Unicode text"
+    with pytest.raises(ValueError, match=r"labels\.csv is not a UTF-8 text file \(it holds NUL "
+                                         r"bytes: UTF-16, or binary\); save it as 'CSV UTF-8'"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+    csv_path.write_text('id,label\nid0,cat\nid1,"' + 'x' * 200_000 + '"\n')   # csv's field limit
+    with pytest.raises(ValueError, match=r"labels\.csv, line 3: cannot be read as CSV \(field larger "
+                                         r"than field limit"):
+        ImageClassifierData.from_csv(root, 'imgs', csv_path, suffix='.png', val_idxs=[0])
+
+
+def test_from_arrays_refuses_a_class_seen_only_in_validation(tmp_path):
+    x = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\] \(\['wasps'\]\) have validation examples "
+                                         r"but no training example"):
+        ImageClassifierData.from_arrays(tmp_path, (x, np.array([0, 1, 0, 1])),
+                                        (x, np.array([0, 2, 1, 1])), classes=['ants', 'bees', 'wasps'])
+    hot = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\] have validation examples"):
+        ImageClassifierData.from_arrays(tmp_path, (x, hot), (x, np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]))
+    ok = ImageClassifierData.from_arrays(tmp_path, (x, np.array([0, 1, 2, 1])), (x, np.array([0, 0, 1, 1])))
+    assert ok.c == 3                                 # a class missing from valid only is fine

@@ -11,6 +11,7 @@ from torch import nn
 
 from conftest import CLASS_COLOURS, noise_image
 from fastlearn.conv_learner import ConvLearner, ImageClassifierData, load_learner, tfms_from_model
+from fastlearn.archs import Arch
 from fastlearn.export import FORMAT, Predictor
 from test_learner import _one_thread, get_data, get_learner  # noqa: F401 (fixtures)
 
@@ -56,10 +57,11 @@ class Payload:
 @pytest.mark.filterwarnings('ignore:Detected pickle protocol')
 def test_a_pickled_object_is_refused(tmp_path):
     torch.save({'format': FORMAT, 'obj': Payload()}, tmp_path / 'evil.pth')
-    with pytest.raises(ValueError, match='is not a fastlearn export'):
+    with pytest.raises(ValueError, match=r'evil\.pth holds pickled Python objects.*never unpickles') as e:
         load_learner(tmp_path / 'evil.pth')
+    assert 'weights_only' not in str(e.value)   # never suggest unpickling a stranger's file
     (tmp_path / 'plain.pkl').write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(ValueError, match='is not a fastlearn export'):
+    with pytest.raises(ValueError, match=r'plain\.pkl holds pickled Python objects'):
         load_learner(tmp_path / 'plain.pkl')
 
 
@@ -103,3 +105,93 @@ def test_regression_export_has_no_classes(tmp_path, tiny_arch, get_learner):
     assert model.classes == [] and model.predict([]).shape == (0, 1)
     with pytest.raises(ValueError, match=r'use model\.predict\(\[image\]\)'):
         model.predict_image(files[0])
+
+
+# ---- damaged, altered and unloadable exports ------------------------------------------------
+
+def test_a_truncated_export_is_called_truncated(trained, tmp_path):
+    good = trained.export(tmp_path / 'm.pth').read_bytes()
+    for name, data in (('half.pth', good[:len(good) // 2]), ('empty.pth', b'')):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=rf'{name} is (truncated or damaged|empty \(0 bytes\))'
+                                             r'.*learn\.export\(fname\)') as e:
+            load_learner(tmp_path / name)
+        assert 'weights_only' not in str(e.value) and 'only tensors' not in str(e.value)
+    (tmp_path / 'notes.pth').write_bytes(b'some text\n')
+    with pytest.raises(ValueError, match=r'notes\.pth is not a PyTorch file'):
+        load_learner(tmp_path / 'notes.pth')
+
+
+def _altered(trained, tmp_path, **changes):
+    path = trained.export(tmp_path / 'm.pth')
+    meta = torch.load(path, weights_only=True)
+    meta.update(changes)
+    torch.save(meta, tmp_path / 'altered.pth')
+    return tmp_path / 'altered.pth'
+
+
+def test_an_export_with_another_class_count_is_refused_on_load(trained, tmp_path):
+    with pytest.raises(ValueError, match=r'altered\.pth does not fit this model: shapes differ.*'
+                                         r'head\.\S+: \[2, \d+\] in the file, \[3, \d+\] in the model'):
+        load_learner(_altered(trained, tmp_path, c=3, classes=['ants', 'bees', 'cats']))
+
+
+def test_an_export_whose_class_list_was_altered_is_refused(trained, tmp_path):
+    with pytest.raises(ValueError, match=r'altered\.pth is a damaged or altered export: it lists 3 '
+                                         r'classes but predicts 2 outputs'):
+        load_learner(_altered(trained, tmp_path, classes=['ants', 'bees', 'cats']))
+    with pytest.raises(ValueError, match=r"field\(s\) \['classes'\] are missing or of the wrong type"):
+        load_learner(_altered(trained, tmp_path, classes='ants'))
+
+
+def test_an_export_with_another_architecture_is_refused_on_load(trained, tmp_path, tiny_arch):
+    from fastlearn.archs import ARCHS, register_arch
+    register_arch(Arch('wider', lambda: TinyNetWide(), cut=3, stats=tiny_arch.stats))
+    try:
+        with pytest.raises(ValueError, match=r'altered\.pth does not fit this model: shapes differ '
+                                             r'for \d+ layer\(s\): body\.block1\.0\.weight: '
+                                             r'\[8, 3, 3, 3\] in the file, \[16, 3, 3, 3\] in the model.*'
+                                             r'export the learner again'):
+            load_learner(_altered(trained, tmp_path, arch='wider'))
+        with pytest.raises(ValueError, match=r"needs the architecture 'nosuch'.*register_arch"):
+            load_learner(_altered(trained, tmp_path, arch='nosuch'))
+    finally:
+        ARCHS.pop('wider', None)
+
+
+class TinyNetWide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.block3 = nn.Sequential(nn.Conv2d(16, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(32, 10)
+
+
+class MyNet(nn.Module):
+    """A user's own network, passed to ConvLearner.pretrained with cut=."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 10)
+
+
+def test_a_user_module_is_refused_at_export_until_registered(get_data, tmp_path):
+    from fastlearn.archs import ARCHS, register_arch
+    learn = ConvLearner.pretrained(MyNet(), get_data(), cut=1, device='cpu', quiet=True)
+    learn.fit(1e-2, 1)
+    with pytest.raises(ValueError, match=r"cannot export to .*m\.pth: load_learner rebuilds the model "
+                                         r"from its architecture name 'MyNet'.*register_arch\(Arch\("
+                                         r"'MyNet', MyNet, cut=\.\.\.\)\)"):
+        learn.export(tmp_path / 'out' / 'm.pth')
+    assert not (tmp_path / 'out').exists()                 # nothing written
+    register_arch(Arch('MyNet', MyNet, cut=1))             # the fix the message gives
+    try:
+        learn = ConvLearner.pretrained('MyNet', learn.data, pretrained=False, device='cpu',
+                                       quiet=True)
+        model = load_learner(learn.export(tmp_path / 'out' / 'm.pth'), device='cpu')
+        np.testing.assert_allclose(model.predict(valid_files(learn)), np.exp(learn.predict()),
+                                   atol=1e-5)
+    finally:
+        ARCHS.pop('MyNet', None)
