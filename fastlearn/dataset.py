@@ -113,7 +113,7 @@ class FilesDataset(_LabelledDataset):
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         im = open_image(self.root / self.fnames[i], getattr(self.transform, 'draft_size', None))
-        return self._apply(im, self.y[i])
+        return self._apply(im, _coords_with_decode(self.y[i], im, self.transform))
 
     def fingerprint(self) -> str:
         """sha1 of each file's relative name, size and mtime, and of the labels: it changes when
@@ -135,6 +135,18 @@ class FilesDataset(_LabelledDataset):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}({len(self)} files under {self.root}, '
                 f'transform={self.transform!r})')
+
+
+def _coords_with_decode(y: Any, im: Image.Image, transform: Any) -> Any:
+    """Coordinate targets (boxes, points: y x pairs) scaled from the full-size photo's pixels to
+    the reduced-size decode's, so they stay on the image (`TfmType.COORD`; other targets pass)."""
+    if getattr(getattr(transform, 'tfm_y', None), 'name', None) != 'COORD':
+        return y
+    sy, sx = im.info.get('draft_scale', (1.0, 1.0))
+    if sy == sx == 1.0:
+        return y
+    a = np.array(y, dtype=np.float32)
+    return (a.reshape(-1, 2) * np.float32([sy, sx])).reshape(a.shape)
 
 
 class ArraysDataset(_LabelledDataset):
