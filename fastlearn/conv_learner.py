@@ -22,6 +22,7 @@ from torch import nn
 from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientnet_lite0, get_body,
                     layer_groups, mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101,
                     resnet152, resnext50, vgg16, wrn)
+from .data_block import ImageFileList, ImageItemList, SegmentationItemList
 from .dataset import ImageClassifierData, get_cv_idxs
 from .export import export_learner, load_learner
 from .layers import create_head, num_features, pool_flatten
@@ -37,7 +38,8 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'tfms_from_stats', 'transforms_basic', 'transforms_side_on', 'transforms_top_down',
            'CropType', 'TfmType', 'imagenet_stats', 'accuracy', 'accuracy_thresh', 'np', 'load_learner',
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
-           'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny']
+           'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny',
+           'ImageFileList', 'ImageItemList', 'SegmentationItemList']
 
 
 def _user_stacklevel() -> int:
