@@ -27,6 +27,7 @@ from .core import default_num_workers, num_cpus, to_np
 from .images import (BadImageError, csv_files, csv_labels, csv_val_idxs, folder_source,
                      layout_hint, open_image, parse_csv_labels, resize_dest, resize_one,
                      scan_test_folder, screen_files)
+from .show import show_batch
 
 __all__ = ['ImageClassifierData', 'FilesDataset', 'ArraysDataset', 'get_cv_idxs', 'open_image',
            'folder_source', 'parse_csv_labels', 'BadImageError']
@@ -457,6 +458,11 @@ class ImageClassifierData:
         new = [d.with_root(dest, set(failed)) for d in dss] + [None]
         return type(self)(self.path, new[0], new[1], new[2] if self.test_ds is not None else None,
                           bs=self.bs, num_workers=self.num_workers, classes=self.classes)
+
+    def show_batch(self, rows: int = 3, **kwargs: Any) -> Any:
+        """`data.show_batch(rows=3)`: a grid of training items with their targets (see
+        `show.show_batch`); returns the figure."""
+        return show_batch(self, rows, **kwargs)
 
     def __repr__(self) -> str:
         kind = 'regression' if self.is_reg else 'multi-label' if self.is_multi else 'single-label'

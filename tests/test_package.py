@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / 'fastlearn'
 LAYERS = {
     'core': 0,
     'images': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1, 'metrics': 1, 'plots': 1,
-    'targets': 1,
+    'targets': 1, 'show': 1,
     'transforms': 2, 'dataset': 2, 'model': 2, 'sgdr': 2,
     'precompute': 3, 'export': 3, 'data_block': 3,
     'learner': 4,
