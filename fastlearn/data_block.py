@@ -36,95 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .dataset import FilesDataset, ImageClassifierData, get_cv_idxs
 from .images import (csv_files, csv_labels, is_ignored, list_images, parse_csv_labels,
                      scan_test_folder, screen_files)
-from .transforms import TfmType, Transforms
+from .target_data import SegmentationDataset, UnlabelledDataset, label_kind, retarget
+from .transforms import TfmType
 
-__all__ = ['ImageFileList', 'ImageItemList', 'SegmentationItemList', 'SegmentationDataset',
-           'open_mask']
+__all__ = ['ImageFileList', 'ImageItemList', 'SegmentationItemList']
 
 _LABEL_STEPS = 'label_from_folder(), label_from_csv(), label_from_func(f) or label_from_re(pat)'
 _SPLIT_STEPS = ("split_by_folder(), split_by_fname_file('valid.txt'), split_by_idx(idxs), "
                 "split_by_pct(0.2) or no_split()")
-
-
-def open_mask(path: str | os.PathLike) -> np.ndarray:
-    """A mask file (one class index per pixel: PNG mode 'L' or 'P') as a uint8 HxW array."""
-    with Image.open(path) as im:
-        if im.mode not in ('L', 'P'):
-            raise ValueError(f"mask {os.fspath(path)!r} has mode {im.mode}; a mask must hold one "
-                             "class index per pixel (PNG mode 'L' or 'P'), not colours")
-        return np.array(im)
-
-
-class SegmentationDataset(FilesDataset):
-    """Images `root/fnames[i]` with masks read from `y[i]` (paths): `x, mask = ds[i]`, the mask an
-    int64 HxW tensor once the transform has `tfm_y=TfmType.CLASS`. `c` is the number of codes;
-    `void` the label losses and metrics ignore (None if there is none)."""
-
-    def __init__(self, fnames: Sequence[str], masks: Sequence[str | Path], transform: Any,
-                 root: str | Path, *, classes: Sequence[str], void: int | None = None):
-        self.fnames, self.root, self.transform = [str(f) for f in fnames], Path(root), transform
-        self.y = np.array([str(m) for m in masks], dtype=object)
-        self.is_reg = self.is_multi = False
-        self.c, self.void = len(classes), void
-        if len(self.fnames) != len(self.y):
-            raise ValueError(f"{len(self.fnames)} file names but {len(self.y)} masks")
-
-    def __getitem__(self, i: int) -> tuple[Any, Any]:
-        from .images import open_image
-        im = open_image(self.root / self.fnames[i], getattr(self.transform, 'draft_size', None))
-        mask = open_mask(self.y[i])  # full size beside a draft photo: the transform scales it
-        if self.transform is None:
-            return self._apply(im, mask)[0], mask.astype(np.int64)
-        return self._apply(im, Image.fromarray(mask))
-
-    def fingerprint(self) -> str:
-        """The images' fingerprint, and the masks' names, sizes and times."""
-        import hashlib
-        h = hashlib.sha1(super().fingerprint().encode())
-        for m in self.y:
-            st = os.stat(m)
-            h.update(f'{m}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
-        return h.hexdigest()
-
-
-class _UnlabelledDataset(FilesDataset):
-    """A test set beside points or masks: images only, so its transforms never move a target."""
-
-    def __init__(self, fnames: Sequence[str], transform: Any, root: Path, c: int):
-        super().__init__(fnames, np.zeros(len(fnames), np.int64), _no_target(transform), root,
-                         c=c)
-
-    def with_transform(self, transform: Any) -> FilesDataset:
-        return super().with_transform(_no_target(transform))
-
-
-def _retarget(t: Any, **changes: Any) -> Any:
-    """A copy of a `Transforms` with some arguments changed (size, tfm_y, void)."""
-    if t is None or not changes:
-        return t
-    if not isinstance(t, Transforms):
-        raise TypeError(f"transform: size= and tfm_y= rebuild fastlearn Transforms, got "
-                        f"{type(t).__name__}; pass tfms=tfms_from_model(arch, sz)")
-    kw = dict(sz=t.sz, stats=t.stats, is_train=t.is_train, aug_tfms=t.aug_tfms or None,
-              max_zoom=t.max_zoom, pad=t.pad, crop_type=t.crop_type, tfm_y=t.tfm_y,
-              sz_y=t.sz_y, void=t.void)
-    kw.update(changes)
-    if kw['tfm_y'] is not TfmType.CLASS:
-        kw['void'] = None
-    if kw['tfm_y'] not in (TfmType.PIXEL, TfmType.CLASS):
-        kw['sz_y'] = None
-    return Transforms(**kw)
-
-
-def _no_target(t: Any) -> Any:
-    if getattr(t, 'tfm_y', TfmType.NO) is TfmType.NO:
-        return t
-    return _retarget(t, tfm_y=TfmType.NO)
 
 
 def _walk_images(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
@@ -279,7 +202,7 @@ class ImageFileList:
         string (a class), a list of strings (tags), a number (regression) or an `(n, 2)` array
         (points). `classes` fixes the class index (default: the training labels, sorted)."""
         raw = [self._call('label_from_func', func, f) for f in self.items]
-        kind = _kind_of(raw, self.items)
+        kind = label_kind(raw, self.items)
         return self._labelled(kind, [str(r) for r in raw] if kind == 'category' else raw,
                               classes=classes)
 
@@ -436,7 +359,7 @@ class ImageFileList:
         want = self._target_type(tfm_y)
         if want is not None:
             changes.update(tfm_y=want, void=self.void if want is TfmType.CLASS else None)
-        return self._step(_tfms=tuple(_retarget(t, **changes) for t in tfms))
+        return self._step(_tfms=tuple(retarget(t, **changes) for t in tfms))
 
     def _target_type(self, tfm_y: Any) -> TfmType | None:
         if isinstance(tfm_y, TfmType):
@@ -466,7 +389,7 @@ class ImageFileList:
         if self._test is not None:
             test_ds = (FilesDataset(test, np.zeros(len(test), np.int64), val_t, self.path, c=c)
                        if self._kind in ('category', 'multi', 'csv', 'float') else
-                       _UnlabelledDataset(test, val_t, self.path, c))
+                       UnlabelledDataset(test, val_t, self.path, c))
         return ImageClassifierData(self.path, *dss, test_ds, bs=bs, num_workers=num_workers,
                                    classes=classes)
 
@@ -493,34 +416,3 @@ class SegmentationItemList(ImageFileList):
         new = self._labelled('mask', masks, classes=codes)
         new.void = void if void is not None else codes.index('Void') if 'Void' in codes else None
         return new
-
-
-def _kind_of(raw: list, items: list[str]) -> str:
-    """What label_from_func returned: classes, tags, numbers or points (all items alike)."""
-    def kind(r: Any) -> str:
-        if isinstance(r, str):
-            return 'category'
-        if isinstance(r, (bool, np.bool_)) or isinstance(r, (int, np.integer)):
-            return 'category'
-        if isinstance(r, (float, np.floating)):
-            return 'float'
-        if isinstance(r, (list, tuple, set)) and all(isinstance(t, str) for t in r):
-            return 'multi'
-        a = np.asarray(r)
-        if a.dtype.kind in 'fiu' and a.ndim == 2 and a.shape[-1] == 2:
-            return 'points'
-        if a.dtype.kind in 'fiu' and a.ndim == 1:
-            return 'float'
-        raise ValueError(f"a {type(r).__name__} {r!r}; return a class name, a list of tags, a "
-                         "number, or an (n, 2) array of (y, x) points")
-    kinds = []
-    for f, r in zip(items, raw):
-        try:
-            kinds.append(kind(r))
-        except ValueError as e:
-            raise ValueError(f"label_from_func: item {f} got {e}") from None
-    if len(set(kinds)) > 1:
-        i = kinds.index(kinds[-1])
-        raise ValueError(f"label_from_func: item {items[0]} got a {kinds[0]} label but item "
-                         f"{items[i]} a {kinds[i]} one; return one kind for every item")
-    return kinds[0] if kinds else 'category'

@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import make_image_folder, noise_image
 from fastlearn.conv_learner import ImageFileList, ImageItemList, SegmentationItemList
-from fastlearn.data_block import SegmentationDataset
+from fastlearn.target_data import SegmentationDataset
 from fastlearn.dataset import ImageClassifierData
 from fastlearn.transforms import (CropType, RandomFlip, TfmType, imagenet_stats, tfms_from_stats,
                                   transforms_side_on)

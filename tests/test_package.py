@@ -17,8 +17,8 @@ LAYERS = {
     'images': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1, 'metrics': 1, 'plots': 1,
     'targets': 1, 'show': 1,
     'transforms': 2, 'dataset': 2, 'model': 2, 'sgdr': 2,
-    'precompute': 3, 'export': 3, 'data_block': 3,
-    'learner': 4,
+    'precompute': 3, 'export': 3, 'target_data': 3,
+    'learner': 4, 'data_block': 4,
     'conv_learner': 5,
     'demo': 6, 'cli': 7, '__main__': 8,
 }
