@@ -257,14 +257,14 @@ class ImageFileList:
 
     def split_by_files(self, names: Sequence[str], *, where: str = 'names') -> 'ImageFileList':
         """`.split_by_files(valid_names)`: the named items validate (by file name or relative
-        path), the rest train."""
+        path), the rest train. Names that are not items are ignored (a CSV may list a subset of
+        the photos), but at least one must be."""
         want = set(names)
         split = np.array([int(f in want or Path(f).name in want) for f in self.items])
-        known = set(self.items) | {Path(f).name for f in self.items}
-        missing = [n for n in names if n not in known]
-        if missing:
-            raise ValueError(f"split_by_files: {len(missing)} name(s) in {where} are not items, "
-                             f"e.g. {missing[:3]}; fix the list or the source")
+        if not split.any():
+            raise ValueError(f"split_by_files: none of the {len(want)} name(s) in {where} is an "
+                             f"item (e.g. {sorted(want)[:2]} vs items like {self.items[:2]}); "
+                             "list file names or paths relative to the list's path")
         return self._split_as(split, 'split_by_files')
 
     def split_by_idx(self, valid_idx: Sequence[int]) -> 'ImageFileList':
