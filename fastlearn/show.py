@@ -57,10 +57,9 @@ def _draw_target(ax: Any, y: np.ndarray, ds: Any, classes: Any, void: int | None
     """Draws points, boxes or a mask on `ax`; returns the title (class, tags, numbers)."""
     tfm_y = getattr(getattr(ds.transform, 'tfm_y', None), 'name', 'NO')
     if y.ndim == 2 and tfm_y == 'CLASS':
-        import matplotlib
-        cmap = matplotlib.colormaps['tab20']
-        masked = np.ma.masked_equal(y, void) if void is not None else y
-        ax.imshow(masked, cmap=cmap, vmin=0, vmax=19, alpha=0.5, interpolation='none')
+        rgba = _colours()[y % 20]
+        rgba[..., 3] = np.where(y == void, 0.0, 0.5)  # Void stays clear
+        ax.imshow(rgba, interpolation='none')
         shown.update(int(v) for v in np.unique(y) if v != void)
         return ''
     if tfm_y == 'COORD' and y.ndim == 2 and y.shape[-1] == 2:
@@ -79,10 +78,15 @@ def _draw_target(ax: Any, y: np.ndarray, ds: Any, classes: Any, void: int | None
     return str(classes[int(y)]) if classes else str(int(y))
 
 
-def _legend(fig: Any, classes: Any, shown: list[int]) -> None:
+def _colours() -> np.ndarray:
+    """20 distinct RGBA colours, one per class index (modulo 20)."""
     import matplotlib
+    return np.array([(*c, 1.0) for c in matplotlib.colormaps['tab20'].colors])
+
+
+def _legend(fig: Any, classes: Any, shown: list[int]) -> None:
     from matplotlib.patches import Patch
-    cmap = matplotlib.colormaps['tab20']
-    handles = [Patch(color=cmap(k / 19), alpha=0.6, label=str(classes[k]))
+    colours = _colours()
+    handles = [Patch(color=colours[k % 20], alpha=0.5, label=str(classes[k]))
                for k in shown if k < len(classes)]
     fig.legend(handles=handles, loc='lower center', ncol=min(6, len(handles)), fontsize=9)

@@ -70,6 +70,7 @@ def test_masks_overlaid_with_a_legend_of_the_codes_present(tmp_path):
             .transform(tfms_from_stats(imagenet_stats, 8), tfm_y=True).databunch(num_workers=0))
     assert data.trn_ds.transform.tfm_y is TfmType.CLASS and data.trn_ds.void == 2
     fig = data.show_batch(rows=1)
-    overlay = fig.axes[0].images[1].get_array()
-    assert overlay.mask[4:].all() and not overlay.mask[:4].any()  # Void left clear
+    overlay = np.asarray(fig.axes[0].images[1].get_array())
+    assert (overlay[4:, :, 3] == 0).all() and (overlay[:4, :, 3] == 0.5).all()  # Void clear
+    np.testing.assert_allclose(overlay[0, 0, :3], matplotlib.colormaps['tab20'].colors[0])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ['Road']
