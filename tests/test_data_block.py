@@ -332,3 +332,21 @@ def test_camvid_tags_points_and_masks(camvid):
         assert m[int(p[0, 0]), int(p[0, 1])] == car, f  # flipped, still on the car
         on_car += 1
     assert on_car >= 10
+
+
+def test_points_scale_with_the_reduced_size_decode(tmp_path):
+    (tmp_path / 'im').mkdir()
+    a = np.zeros((300, 400, 3), np.uint8)
+    a[146:154, 96:104] = 255  # a dot centred on (150, 100)
+    Image.fromarray(a).save(tmp_path / 'im' / 'a.jpg', quality=95)
+    Image.fromarray(a).save(tmp_path / 'im' / 'b.jpg', quality=95)
+    (tmp_path / 'p.csv').write_text('image,point\na.jpg,150 100\nb.jpg,150 100\n')
+    tfms = tfms_from_stats(imagenet_stats, (30, 40), crop_type=CropType.NO)
+    data = (ImageFileList.from_csv(tmp_path, 'p.csv', folder='im').label_from_csv(points=True)
+            .split_by_idx([1]).transform(tfms, tfm_y=True).databunch(num_workers=0))
+    assert data.val_ds.transform.draft_size == 40  # the 400x300 JPEG decodes at 1/4 (100x75)
+    x, p = data.val_ds[0]
+    np.testing.assert_allclose(p, [[15, 10]], atol=1e-4)
+    light = data.val_ds.denorm(x).mean(-1)
+    r, c = np.unravel_index(light.argmax(), light.shape)
+    assert abs(r + 0.5 - 15) <= 1 and abs(c + 0.5 - 10) <= 1
