@@ -114,7 +114,8 @@ class FilesDataset(_LabelledDataset):
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         im = open_image(self.root / self.fnames[i], getattr(self.transform, 'draft_size', None))
-        return self._apply(im, _coords_with_decode(self.y[i], im, self.transform))
+        return self._apply(im, _coords_with_decode(self.y[i], im, self.transform,
+                                                   getattr(self, 'src_root', None), self.fnames[i]))
 
     def fingerprint(self) -> str:
         """sha1 of each file's relative name, size and mtime, and of the labels: it changes when
@@ -131,6 +132,7 @@ class FilesDataset(_LabelledDataset):
         keep = [i for i, f in enumerate(self.fnames) if f not in drop]
         ds = copy.copy(self)
         ds.root, ds.fnames, ds.y = Path(root), [self.fnames[i] for i in keep], self.y[keep]
+        ds.src_root = getattr(self, 'src_root', None) or self.root  # where coordinates were taken
         return ds
 
     def __repr__(self) -> str:
@@ -138,16 +140,29 @@ class FilesDataset(_LabelledDataset):
                 f'transform={self.transform!r})')
 
 
-def _coords_with_decode(y: Any, im: Image.Image, transform: Any) -> Any:
+def _coords_with_decode(y: Any, im: Image.Image, transform: Any, src_root: Path | None,
+                        fname: str) -> Any:
     """Coordinate targets (boxes, points: y x pairs) scaled from the full-size photo's pixels to
-    the reduced-size decode's, so they stay on the image (`TfmType.COORD`; other targets pass)."""
+    the reduced-size decode's, so they stay on the image (`TfmType.COORD`; other targets pass).
+    After `resize`, the full size is the original file's (`src_root`), not the copy's."""
     if getattr(getattr(transform, 'tfm_y', None), 'name', None) != 'COORD':
         return y
     sy, sx = im.info.get('draft_scale', (1.0, 1.0))
+    if src_root is not None:
+        h, w = _upright_size(src_root / fname)
+        sy, sx = im.height / h, im.width / w
     if sy == sx == 1.0:
         return y
     a = np.array(y, dtype=np.float32)
     return (a.reshape(-1, 2) * np.float32([sy, sx])).reshape(a.shape)
+
+
+def _upright_size(path: Path) -> tuple[int, int]:
+    """(h, w) of an image file as `open_image` turns it upright, from its header alone."""
+    with Image.open(path) as im:
+        w, h = im.size
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF: a quarter turn
+    return (w, h) if turned else (h, w)
 
 
 class ArraysDataset(_LabelledDataset):
