@@ -103,3 +103,11 @@ def test_regression_export_has_no_classes(tmp_path, tiny_arch, get_learner):
     assert model.classes == [] and model.predict([]).shape == (0, 1)
     with pytest.raises(ValueError, match=r'use model\.predict\(\[image\]\)'):
         model.predict_image(files[0])
+
+
+def test_a_non_square_size_survives_the_round_trip(get_data, get_learner, tmp_path):
+    learn = get_learner(get_data(sz=(24, 32)))
+    learn.fit(1e-2, 1)
+    model = load_learner(learn.export(tmp_path / 'm.pth'), device='cpu')
+    assert model.tfms.sz == (24, 32) and 'sz (24, 32)' in repr(model)
+    np.testing.assert_allclose(model.predict(valid_files(learn)), np.exp(learn.predict()), atol=1e-5)
