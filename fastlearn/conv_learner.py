@@ -31,6 +31,7 @@ from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientne
                     layer_groups, mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101,
                     resnet152, resnext50, resnext101_64, vgg16, wrn)
 from .core import VV, T, V, children, to_gpu, to_np, user_stacklevel
+from .data_block import ImageFileList, ImageItemList, SegmentationItemList
 from .dataset import ImageClassifierData, get_cv_idxs
 from .export import export_learner, load_learner
 from .images import open_image
@@ -50,7 +51,8 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny',
            'resnext101_64', 'accuracy_np', 'f2', 'fbeta', 'opt_th', 'open_image',
            'plt', 'os', 'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
-           'to_gpu', 'children', 'Flatten']
+           'to_gpu', 'children', 'Flatten', 'ImageFileList', 'ImageItemList',
+           'SegmentationItemList']
 
 
 def __getattr__(name: str) -> Any:

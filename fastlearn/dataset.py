@@ -27,6 +27,7 @@ from .core import default_num_workers, num_cpus, to_np
 from .images import (BadImageError, csv_check_split, csv_files, csv_labels, csv_val_idxs,
                      folder_source, layout_hint, open_image, parse_csv_labels, resize_dest,
                      resize_one, scan_test_folder, screen_files)
+from .show import show_batch
 
 __all__ = ['ImageClassifierData', 'FilesDataset', 'FilesIndexArrayDataset', 'ArraysDataset',
            'get_cv_idxs', 'open_image', 'folder_source', 'parse_csv_labels', 'BadImageError',
@@ -119,7 +120,8 @@ class FilesDataset(_LabelledDataset):
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         im = open_image(self.root / self.fnames[i], getattr(self.transform, 'draft_size', None))
-        return self._apply(im, self.y[i])
+        return self._apply(im, _coords_with_decode(self.y[i], im, self.transform,
+                                                   getattr(self, 'src_root', None), self.fnames[i]))
 
     def fingerprint(self) -> str:
         """sha1 of each file's relative name, size, mtime, ctime and inode, and of the labels: it
@@ -142,6 +144,7 @@ class FilesDataset(_LabelledDataset):
         keep = [i for i, f in enumerate(self.fnames) if f not in drop]
         ds = copy.copy(self)
         ds.root, ds.fnames, ds.y = Path(root), [self.fnames[i] for i in keep], self.y[keep]
+        ds.src_root = getattr(self, 'src_root', None) or self.root  # where coordinates were taken
         return ds
 
     def __repr__(self) -> str:
@@ -164,6 +167,31 @@ class FilesIndexArrayDataset(FilesDataset):
             raise ValueError(f"FilesIndexArrayDataset takes one integer class index per file, e.g. "
                              f"np.array([0]); got y of shape {y.shape} and dtype {y.dtype}")
         super().__init__(fnames, y, transform, path, c=c)
+
+
+def _coords_with_decode(y: Any, im: Image.Image, transform: Any, src_root: Path | None,
+                        fname: str) -> Any:
+    """Coordinate targets (boxes, points: y x pairs) scaled from the full-size photo's pixels to
+    the reduced-size decode's, so they stay on the image (`TfmType.COORD`; other targets pass).
+    After `resize`, the full size is the original file's (`src_root`), not the copy's."""
+    if getattr(getattr(transform, 'tfm_y', None), 'name', None) != 'COORD':
+        return y
+    sy, sx = im.info.get('draft_scale', (1.0, 1.0))
+    if src_root is not None:
+        h, w = _upright_size(src_root / fname)
+        sy, sx = im.height / h, im.width / w
+    if sy == sx == 1.0:
+        return y
+    a = np.array(y, dtype=np.float32)
+    return (a.reshape(-1, 2) * np.float32([sy, sx])).reshape(a.shape)
+
+
+def _upright_size(path: Path) -> tuple[int, int]:
+    """(h, w) of an image file as `open_image` turns it upright, from its header alone."""
+    with Image.open(path) as im:
+        w, h = im.size
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF: a quarter turn
+    return (w, h) if turned else (h, w)
 
 
 class ArraysDataset(_LabelledDataset):
@@ -494,6 +522,11 @@ class ImageClassifierData:
         new = [d.with_root(dest, set(failed)) for d in dss] + [None]
         return type(self)(self.path, new[0], new[1], new[2] if self.test_ds is not None else None,
                           bs=self.bs, num_workers=self.num_workers, classes=self.classes)
+
+    def show_batch(self, rows: int = 3, **kwargs: Any) -> Any:
+        """`data.show_batch(rows=3)`: a grid of training items with their targets (see
+        `show.show_batch`); returns the figure."""
+        return show_batch(self, rows, **kwargs)
 
     def __repr__(self) -> str:
         kind = 'regression' if self.is_reg else 'multi-label' if self.is_multi else 'single-label'

@@ -47,7 +47,8 @@ def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
     meta = {'format': FORMAT, 'arch': learn.arch_name, 'xtra_cut': learn.xtra_cut,
             'classes': classes, 'c': int(data.c),
             'is_multi': bool(data.is_multi), 'is_reg': bool(data.is_reg),
-            'sz': int(tfms.sz), 'stats': [list(map(float, s)) for s in tfms.stats],
+            'sz': list(tfms.sz) if isinstance(tfms.sz, tuple) else int(tfms.sz),  # (h, w) too
+            'stats': [list(map(float, s)) for s in tfms.stats],
             'crop_type': int(tfms.crop_type), **learn.head_config,
             'state_dict': {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
     path = Path(fname)
@@ -133,7 +134,8 @@ class Predictor:
         self.c = int(meta['c'])
         self.is_multi, self.is_reg = meta['is_multi'], meta['is_reg']
         self.arch = meta['arch']
-        _, self.tfms = tfms_from_stats(tuple(map(tuple, meta['stats'])), meta['sz'],
+        sz = tuple(meta['sz']) if isinstance(meta['sz'], list) else meta['sz']
+        _, self.tfms = tfms_from_stats(tuple(map(tuple, meta['stats'])), sz,
                                        crop_type=CropType(meta['crop_type']))
 
     def __repr__(self) -> str:

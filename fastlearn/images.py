@@ -51,7 +51,8 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
         im = open_image(f'{PATH}valid/cats/cat.1001.jpg')
 
     `draft_size`: for JPEGs, let the decoder shrink by 1/2, 1/4 or 1/8 while both sides stay
-    at least this long, much cheaper than decoding in full and resizing afterwards.
+    at least this long, much cheaper than decoding in full and resizing afterwards; the
+    scale it took, `(y, x)`, is in `im.info['draft_scale']` (1.0 when decoded in full).
     EXIF orientation is applied. Grayscale, CMYK, palette and YCbCr become RGB; transparent
     pixels (RGBA, LA, palette or PNG transparency) are composited over white, as an image viewer
     shows them (the colour stored under a transparent pixel is arbitrary, often black);
@@ -64,9 +65,16 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
     try:
         with open(path, 'rb') as f:
             im = Image.open(f)
+            full = im.size
             _draft(im, draft_size, path)
             im.load()
-        return _to_rgb(_upright(im))
+        out = _to_rgb(_upright(im))
+        # Coordinate targets are in the full-size upright photo's pixels: keep the decode's scale
+        # (y, x) so a dataset can scale them with the image (a turned photo swaps the axes).
+        sy, sx = im.size[1] / full[1], im.size[0] / full[0]
+        turned = out.size != im.size
+        out.info['draft_scale'] = (sx, sy) if turned else (sy, sx)
+        return out
     except (FileNotFoundError, PermissionError, IsADirectoryError, TooLargeImageError):
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...

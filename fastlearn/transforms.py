@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .archs import table_arch
 from .core import to_np
+from .targets import as_boxes, as_mask, as_points, coords_out, is_points
 
 __all__ = ['imagenet_stats', 'inception_stats', 'CropType', 'TfmType', 'RandomRotate',
            'RandomRotateZoom', 'RandomLighting', 'RandomFlip', 'RandomDihedral', 'transforms_basic',
@@ -51,7 +52,8 @@ class CropType(IntEnum):
 
 
 class TfmType(IntEnum):
-    """What `y` is: NO (a label, untouched), PIXEL (an image), COORD (boxes), CLASS (a mask)."""
+    """What `y` is: NO (a label, untouched), PIXEL (an image), COORD (boxes, or (y, x) points:
+    see `targets`), CLASS (a mask)."""
     NO = 1
     PIXEL = 2
     COORD = 3
@@ -69,6 +71,21 @@ def _check_number(name: str, value: Any, lo: float, hi: float, example: str, *,
                 else f'a number in [{lo}, {hi}]')
         raise ValueError(f"{name} must be {rule}; got {value!r}. Pass e.g. {example}")
     return int(value) if integer else float(value)
+
+
+def _check_size(name: str, sz: Any, example: str, *, optional: bool = False) -> Any:
+    """`sz` as a positive int (square) or an `(h, w)` pair of positive ints."""
+    if sz is None and optional:
+        return None
+    if isinstance(sz, (tuple, list)) and len(sz) == 2:
+        return tuple(_check_number(name, v, 1, math.inf, example, integer=True) for v in sz)
+    if isinstance(sz, (tuple, list)):
+        raise ValueError(f"{name} must be an int or an (h, w) pair; got {sz!r}. Pass e.g. {example}")
+    return _check_number(name, sz, 1, math.inf, example, integer=True)
+
+
+def _hw(sz: int | tuple[int, int]) -> tuple[int, int]:
+    return tuple(sz) if isinstance(sz, tuple) else (sz, sz)
 
 
 def _check_enum(name: str, value: Any, enum: type, example: str) -> Any:
@@ -107,8 +124,9 @@ def _warp(t: torch.Tensor, angle: float, mode: str, padding: str) -> torch.Tenso
 class RandomRotate(v2.Transform):
     """`RandomRotate(10)`: with probability p, rotate by an angle uniform in [-deg, deg].
 
-    Images get a mirrored border (no black corners to learn from); masks get label 0 and
-    nearest-neighbour sampling; boxes become the box around the rotated box."""
+    Images get a mirrored border (no black corners to learn from); masks get label 0 (the
+    pipeline's `void` when set) and nearest-neighbour sampling; boxes become the box around the
+    rotated box; points turn with the image."""
 
     def __init__(self, deg: float, p: float = 0.75) -> None:
         super().__init__()
@@ -274,23 +292,6 @@ def _as_image(im: Any, what: str = 'im') -> tv_tensors.Image:
     return tv_tensors.Image(TF.pil_to_tensor(im))
 
 
-def _as_mask(y: Any) -> tv_tensors.Mask:
-    a = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y))
-    if a.ndim != 2 or a.is_floating_point():
-        raise ValueError(f"a CLASS target must be an integer HxW mask (PIL 'L'/'P' or array); "
-                         f"got shape {tuple(a.shape)} dtype {a.dtype}")
-    return tv_tensors.Mask(a[None])
-
-
-def _as_boxes(y: Any, size: tuple[int, int]) -> tv_tensors.BoundingBoxes:
-    a = np.asarray(y, dtype=np.float32)
-    if a.size % 4:
-        raise ValueError(f"a COORD target must be (n, 4) boxes (top, left, bottom, right); "
-                         f"got {a.size} numbers")
-    a = a.reshape(-1, 4)[:, [1, 0, 3, 2]]  # TLBR -> torchvision's XYXY
-    return TF.clamp_bounding_boxes(tv_tensors.BoundingBoxes(a, format='XYXY', canvas_size=size))
-
-
 def _resize_to(t: Any, box: tuple[int, int, int, int], ref: tuple[int, int],
                size: list[int]) -> Any:
     """Crop `box` (top, left, height, width in the image's pixels, `ref` = its HxW) from `t`
@@ -346,7 +347,8 @@ def _check_stats(stats: Any) -> Stats:
 
 class Transforms:
     """`trn_tfms, val_tfms = tfms_from_model(resnet34, 224, aug_tfms=transforms_side_on)`, then
-    `x, y = trn_tfms(im, y)`: a PIL image to a normalised float32 CHW tensor of sz x sz.
+    `x, y = trn_tfms(im, y)`: a PIL image to a normalised float32 CHW tensor of sz x sz
+    (`sz=(h, w)` gives h x w: the image is resized to cover h x w, then cropped).
 
     Steps: resize the shorter side to sz (times a random zoom on train), squash to a square
     (CropType.NO) or cut a random area (RANDOM_RESIZED, train); reflect-pad by `pad`; the
@@ -356,25 +358,30 @@ class Transforms:
 
     `tfm_y` says what `y` is and how it follows the image (one random draw for both): NO leaves it
     untouched; PIXEL (an image) is transformed and normalised like x; CLASS (a PIL 'L'/'P' mask
-    or integer array) comes back as an int64 HxW tensor, resampled nearest-neighbour; COORD boxes
-    `(n, 4)` as (top, left, bottom, right) pixels of the image passed in (scale them if it was
-    decoded at reduced size) come back in the output's pixels, clipped to it.
+    or integer array) comes back as an int64 HxW tensor, resampled nearest-neighbour, and with
+    `void` set, pixels the augmentation invents (a rotation's corners, a crop past the border)
+    get `void` (CamVid's Void is 11) instead of 0; COORD boxes `(n, 4)` as (top, left, bottom,
+    right), or points `(n, 2)` as (y, x), in pixels of the image passed in (scale them if it was
+    decoded at reduced size; the datasets do) come back in the output's pixels, boxes clipped
+    to it, points kept even outside it (see `targets`).
+    RandomDihedral turns a non-square image on its side: use it with square sizes.
     `sz_y` gives a PIXEL or CLASS target another size: both are processed at the larger size
     and the other one is resized down at the end.
     """
 
-    def __init__(self, sz: int, stats: Stats = imagenet_stats, *, is_train: bool = True,
-                 aug_tfms: Sequence[Callable] | Callable | None = None,
+    def __init__(self, sz: int | tuple[int, int], stats: Stats = imagenet_stats, *,
+                 is_train: bool = True, aug_tfms: Sequence[Callable] | Callable | None = None,
                  max_zoom: float | None = None, pad: int = 0,
                  crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
-                 sz_y: int | None = None, pad_mode: str | int = 'reflect', norm_y: bool = True,
-                 scale: Sequence[Callable] | Callable | None = None) -> None:
+                 sz_y: int | tuple[int, int] | None = None, pad_mode: str | int = 'reflect',
+                 norm_y: bool = True, scale: Sequence[Callable] | Callable | None = None,
+                 void: int | None = None) -> None:
         self.pad_mode = _pad_mode(pad_mode)
         self.norm_y = bool(norm_y)
         self.scale = _check_tfms(scale)
-        self.sz = _check_number('sz', sz, 1, math.inf, 'sz=224', integer=True)
-        self.sz_y = _check_number('sz_y', sz_y, 1, math.inf, 'sz_y=448', integer=True,
-                                  optional=True)
+        self.sz = _check_size('sz', sz, 'sz=224 or sz=(360, 480)')
+        self.sz_y = _check_size('sz_y', sz_y, 'sz_y=448', optional=True)
+        self.void = _check_number('void', void, 0, 255, 'void=11', integer=True, optional=True)
         self.stats = _check_stats(stats)
         self.crop_type = _check_enum('crop_type', crop_type, CropType, 'crop_type=CropType.CENTER')
         self.tfm_y = _check_enum('tfm_y', TfmType.NO if tfm_y is None else tfm_y, TfmType,
@@ -393,8 +400,13 @@ class Transforms:
                              f"Leave them out")
         if not self.is_train and self.crop_type in (CropType.RANDOM, CropType.RANDOM_RESIZED):
             self.crop_type = CropType.CENTER  # what valid does with them: keeps reprs honest
-        self._work = max(self.sz, self.sz_y or self.sz)  # one size for x and y: one shared draw
-        self._pad = round(self.pad * self._work / self.sz)
+        if self.void is not None and self.tfm_y is not TfmType.CLASS:
+            raise ValueError(f"void fills a CLASS target (a mask), but tfm_y is "
+                             f"TfmType.{self.tfm_y.name}; got void={void!r}. Leave void out or "
+                             f"pass tfm_y=TfmType.CLASS")
+        # one size for x and y, the larger: one shared draw
+        self._work = max(_hw(self.sz), _hw(self.sz_y or self.sz), key=lambda t: t[0] * t[1])
+        self._pad = round(self.pad * self._work[0] / _hw(self.sz)[0])
         self._rrc = v2.RandomResizedCrop(self._work, scale=_RRC_SCALE, ratio=_RRC_RATIO)
         mean, std = (torch.tensor(v).view(-1, 1, 1) for v in self.stats)
         self._inv_std, self._offset = 1 / std, -mean / std
@@ -402,9 +414,10 @@ class Transforms:
     @property
     def draft_size(self) -> int:
         """The smallest shorter side the decoded image must keep so that nothing is upsampled:
-        sz (or sz_y), times max_zoom on train; for RANDOM_RESIZED on train, divided by the
+        sz (or sz_y; the longer side of an (h, w) size), times max_zoom on train; for RANDOM_RESIZED on train, divided by the
         smallest crop's share of the side (sqrt(0.08 * 3/4) ~ 0.245 of a square image)."""
-        side = self._work * (self.max_zoom or 1.0) if self.is_train else float(self._work)
+        work = max(self._work)  # either side of the photo may have to cover it
+        side = work * (self.max_zoom or 1.0) if self.is_train else float(work)
         if self.is_train and self.crop_type is CropType.RANDOM_RESIZED:
             side /= math.sqrt(_RRC_SCALE[0] * _RRC_RATIO[0])
         return math.ceil(side - 1e-9)
@@ -414,9 +427,15 @@ class Transforms:
         x = _as_image(im)
         tgt = self._target(y, tuple(x.shape[-2:]))
         x, tgt = self._resize(x, tgt)
+        shift = self.void is not None and isinstance(tgt, tv_tensors.Mask)
+        if shift:  # labels 1.., so the 0 that padding and rotation bring in marks Void
+            tgt = tv_tensors.wrap(tgt.as_subclass(torch.Tensor).to(torch.int32) + 1, like=tgt)
         if self.is_train:
             x, tgt = self._augment(x, tgt)
         x, tgt = self._crop(x, tgt)
+        if shift:
+            m = tgt.as_subclass(torch.Tensor)
+            tgt = tv_tensors.wrap(torch.where(m == 0, self.void, m - 1), like=tgt)
         x, y_out = self._finish(x, tgt, y)
         return x if y is None else (x, y_out)
 
@@ -428,7 +447,9 @@ class Transforms:
                              f"y is None. Pass the target, or tfm_y=None for labels")
         if self.tfm_y is TfmType.PIXEL:
             return _as_image(y, 'y')
-        return _as_mask(y) if self.tfm_y is TfmType.CLASS else _as_boxes(y, size)
+        if self.tfm_y is TfmType.CLASS:
+            return as_mask(y)
+        return as_points(y, size) if is_points(y) else as_boxes(y, size)
 
     def _resize(self, x: tv_tensors.Image, tgt: Any) -> tuple[Any, Any]:
         if self.scale:  # the caller's own scaling replaces the shorter-side resize
@@ -437,18 +458,19 @@ class Transforms:
                 sample = t(sample)
             return (sample, None) if tgt is None else sample
         h, w = x.shape[-2:]
-        side = self._work
+        th, tw = self._work
         if self.is_train and self.max_zoom is not None and float(torch.rand(())) < 0.75:
-            side = int(side * (1 + (self.max_zoom - 1) * float(torch.rand(()))))
+            zoom = 1 + (self.max_zoom - 1) * float(torch.rand(()))
+            th, tw = int(th * zoom), int(tw * zoom)
         box = (0, 0, h, w)
         if self.is_train and self.crop_type is CropType.RANDOM_RESIZED:
             p = self._rrc.make_params([x])
             box = (p['top'], p['left'], p['height'], p['width'])
-            size = [side, side]
+            size = [th, tw]
         elif self.crop_type is CropType.NO:
-            size = [side, side]
-        else:  # shorter side to `side`, aspect kept (floored, never below `side`)
-            size = [side, max(side, w * side // h)] if h <= w else [max(side, h * side // w), side]
+            size = [th, tw]
+        else:  # cover th x tw, aspect kept (floored, never below th x tw)
+            size = [th, max(tw, w * th // h)] if th * w >= tw * h else [max(th, h * tw // w), tw]
         return _resize_to(x, box, (h, w), size), _resize_to(tgt, box, (h, w), size)
 
     def _augment(self, x: Any, tgt: Any) -> tuple[Any, Any]:
@@ -463,14 +485,15 @@ class Transforms:
         return (sample, None) if tgt is None else sample
 
     def _crop(self, x: Any, tgt: Any) -> tuple[Any, Any]:
-        (h, w), n = x.shape[-2:], self._work
-        if (h, w) == (n, n):
+        (h, w), (nh, nw) = x.shape[-2:], self._work
+        if (h, w) == (nh, nw):
             return x, tgt
         if self.is_train and self.crop_type is not CropType.CENTER:
-            top, left = (int(torch.randint(max(d - n, 0) + 1, ())) for d in (h, w))
+            top, left = (int(torch.randint(max(d - n, 0) + 1, ())) for d, n in ((h, nh), (w, nw)))
         else:  # torchvision's centre, so valid crops match v2.CenterCrop exactly
-            top, left = int(round((h - n) / 2.0)), int(round((w - n) / 2.0))
-        return TF.crop(x, top, left, n, n), None if tgt is None else TF.crop(tgt, top, left, n, n)
+            top, left = int(round((h - nh) / 2.0)), int(round((w - nw) / 2.0))
+        return (TF.crop(x, top, left, nh, nw),
+                None if tgt is None else TF.crop(tgt, top, left, nh, nw))
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = x.as_subclass(torch.Tensor)
@@ -481,16 +504,15 @@ class Transforms:
         return x.mul_(self._inv_std / 255).add_(self._offset)
 
     def _finish(self, x: Any, tgt: Any, y: Any) -> tuple[torch.Tensor, Any]:
-        if self._work != self.sz:
-            x = TF.resize(x, [self.sz, self.sz], antialias=True)
+        if self._work != _hw(self.sz):
+            x = TF.resize(x, list(_hw(self.sz)), antialias=True)
         x = self._normalise(x)
         if self.tfm_y is TfmType.NO:
             return x, y
         if isinstance(tgt, tv_tensors.BoundingBoxes):
-            return x, tgt.as_subclass(torch.Tensor).numpy()[:, [1, 0, 3, 2]].astype(np.float32)
-        if self.sz_y is not None and self._work != self.sz_y:
-            tgt = _resize_to(tgt, (0, 0, self._work, self._work), (self._work, self._work),
-                             [self.sz_y, self.sz_y])
+            return x, coords_out(tgt, is_points(y))
+        if self.sz_y is not None and self._work != _hw(self.sz_y):
+            tgt = _resize_to(tgt, (0, 0, *self._work), self._work, list(_hw(self.sz_y)))
         if isinstance(tgt, tv_tensors.Mask):
             mask = tgt.as_subclass(torch.Tensor)[0]
             return x, mask.to(torch.int64, memory_format=torch.contiguous_format)
@@ -512,7 +534,8 @@ class Transforms:
     def __repr__(self) -> str:
         stats = ', '.join('(' + ', '.join(f'{v:.6g}' for v in s) + ')' for s in self.stats)
         augs = ', '.join(_describe(t) for t in self.aug_tfms)
-        return (f"Transforms(sz={self.sz}, sz_y={self.sz_y}, is_train={self.is_train}, "
+        void = '' if self.void is None else f", void={self.void}"  # older cache keys unchanged
+        return (f"Transforms(sz={self.sz}, sz_y={self.sz_y}{void}, is_train={self.is_train}, "
                 f"crop_type=CropType.{self.crop_type.name}, tfm_y=TfmType.{self.tfm_y.name}, "
                 f"max_zoom={self.max_zoom}, pad={self.pad}, stats=({stats}), aug_tfms=[{augs}]"
                 f"{self._extra_repr()})")
@@ -528,11 +551,12 @@ class Transforms:
 
 # --------------------------------------------------------------------------- entry points
 
-def tfms_from_stats(stats: Stats, sz: int, aug_tfms: Sequence[Callable] | Callable | None = None,
+def tfms_from_stats(stats: Stats, sz: int | tuple[int, int], aug_tfms: Sequence[Callable] | Callable | None = None,
                     max_zoom: float | None = None, *, pad: int = 0,
                     crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
-                    sz_y: int | None = None, pad_mode: str | int = 'reflect', norm_y: bool = True,
-                    scale: Sequence[Callable] | Callable | None = None
+                    sz_y: int | tuple[int, int] | None = None, pad_mode: str | int = 'reflect',
+                    norm_y: bool = True, scale: Sequence[Callable] | Callable | None = None,
+                    void: int | None = None
                     ) -> tuple[Transforms, Transforms]:
     """`tfms_from_stats(imagenet_stats, 224, aug_tfms=transforms_side_on, max_zoom=1.1)`:
     `(trn_tfms, val_tfms)` normalising with `stats = (mean, std)`. The validation pipeline gets
@@ -540,26 +564,29 @@ def tfms_from_stats(stats: Stats, sz: int, aug_tfms: Sequence[Callable] | Callab
     `pad_mode` fills the `pad` border ('reflect', 'symmetric', 'edge', 'constant' or the
     course's cv2 codes 0, 1, 2, 4); `norm_y=False` keeps a PIXEL target in [0, 1] instead of
     normalising it; `scale` (transforms taking the image, or `(image, target)`) replaces the
-    shorter-side resize, on train and valid alike."""
+    shorter-side resize, on train and valid alike. `sz=(h, w)` gives non-square images (CamVid:
+    `(360, 480)`); `void=11` fills the pixels a mask (`tfm_y=TfmType.CLASS`) gains from rotation
+    or cropping with that label."""
     common = dict(crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode, norm_y=norm_y,
-                  scale=scale)
+                  scale=scale, void=void)
     trn = Transforms(sz, stats, is_train=True, aug_tfms=aug_tfms, max_zoom=max_zoom, pad=pad,
                      **common)
     val = Transforms(sz, stats, is_train=False, **common)
     return trn, val
 
 
-def tfms_from_model(f_model: Any, sz: int, aug_tfms: Sequence[Callable] | Callable | None = None,
+def tfms_from_model(f_model: Any, sz: int | tuple[int, int], aug_tfms: Sequence[Callable] | Callable | None = None,
                     max_zoom: float | None = None, *, pad: int = 0,
                     crop_type: CropType = CropType.RANDOM, tfm_y: TfmType | None = None,
-                    sz_y: int | None = None, pad_mode: str | int = 'reflect', norm_y: bool = True,
-                    scale: Sequence[Callable] | Callable | None = None
+                    sz_y: int | tuple[int, int] | None = None, pad_mode: str | int = 'reflect',
+                    norm_y: bool = True, scale: Sequence[Callable] | Callable | None = None,
+                    void: int | None = None
                     ) -> tuple[Transforms, Transforms]:
     """`tfms_from_model(resnet34, 224, aug_tfms=transforms_side_on, max_zoom=1.1)`: as
     `tfms_from_stats`, with the statistics the model was trained with (see `model_stats`)."""
     return tfms_from_stats(model_stats(f_model), sz, aug_tfms, max_zoom, pad=pad,
                            crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode,
-                           norm_y=norm_y, scale=scale)
+                           norm_y=norm_y, scale=scale, void=void)
 
 
 def model_stats(f_model: Any) -> Stats:

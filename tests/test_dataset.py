@@ -803,3 +803,47 @@ def test_from_arrays_refuses_a_class_seen_only_in_validation(tmp_path):
         ImageClassifierData.from_arrays(tmp_path, (x, hot), (x, np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]))
     ok = ImageClassifierData.from_arrays(tmp_path, (x, np.array([0, 1, 2, 1])), (x, np.array([0, 0, 1, 1])))
     assert ok.c == 3                                 # a class missing from valid only is fine
+
+
+# ---------------------------------------------------------------- coordinate targets and the decode
+
+def test_coord_targets_scale_with_the_reduced_size_decode(tmp_path):
+    from fastlearn.transforms import CropType, TfmType, imagenet_stats, tfms_from_stats
+    a = np.zeros((300, 400, 3), np.uint8)
+    a[100:200, 160:280] = 255  # the box (top, left, bottom, right) = (100, 160, 200, 280)
+    write(tmp_path / 'imgs' / 'a.jpg', b'')
+    Image.fromarray(a).save(tmp_path / 'imgs' / 'a.jpg', quality=95)
+    Image.fromarray(a).save(tmp_path / 'imgs' / 'b.jpg', quality=95)
+    write_csv(tmp_path / 'boxes.csv', 'id,box\na,100 160 200 280\nb,100 160 200 280\n')
+    tfms = tfms_from_stats(imagenet_stats, 40, crop_type=CropType.NO, tfm_y=TfmType.COORD)
+    data = ImageClassifierData.from_csv(tmp_path, 'imgs', tmp_path / 'boxes.csv', tfms=tfms,
+                                        suffix='.jpg', continuous=True, val_idxs=[1],
+                                        num_workers=0)
+    im = open_image(tmp_path / 'imgs' / 'a.jpg', tfms[1].draft_size)
+    assert im.size == (100, 75) and im.info['draft_scale'] == (0.25, 0.25)  # decoded at 1/4
+    x, box = data.val_ds[0]
+    # squashed from 400x300 to 40x40: y / 7.5, x / 10
+    np.testing.assert_allclose(box, [[100 / 7.5, 16, 200 / 7.5, 28]], atol=1e-4)
+    light = data.val_ds.denorm(x).mean(-1) > 0.5
+    rows, cols = np.nonzero(light)
+    np.testing.assert_allclose([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1], box[0],
+                               atol=1.0)
+    assert open_image(tmp_path / 'imgs' / 'a.jpg').info['draft_scale'] == (1.0, 1.0)
+
+
+def test_coord_targets_follow_a_resized_copy(tmp_path):
+    from fastlearn.transforms import CropType, TfmType, imagenet_stats, tfms_from_stats
+    a = np.zeros((300, 400, 3), np.uint8)
+    a[100:200, 160:280] = 255
+    for n in ('a', 'b'):
+        write(tmp_path / 'imgs' / f'{n}.png', b'')
+        Image.fromarray(a).save(tmp_path / 'imgs' / f'{n}.png')
+    write_csv(tmp_path / 'boxes.csv', 'id,box\na,100 160 200 280\nb,100 160 200 280\n')
+    tfms = tfms_from_stats(imagenet_stats, 40, crop_type=CropType.NO, tfm_y=TfmType.COORD)
+    data = ImageClassifierData.from_csv(tmp_path, 'imgs', tmp_path / 'boxes.csv', tfms=tfms,
+                                        suffix='.png', continuous=True, val_idxs=[1],
+                                        num_workers=0)
+    small = data.resize(60, tmp_path / 'small')
+    assert Image.open(small.val_ds.root / small.val_ds.fnames[0]).size == (80, 60)
+    _, box = small.val_ds[0]
+    np.testing.assert_allclose(box, [[100 / 7.5, 16, 200 / 7.5, 28]], atol=1e-4)

@@ -195,3 +195,11 @@ def test_a_user_module_is_refused_at_export_until_registered(get_data, tmp_path)
                                    atol=1e-5)
     finally:
         ARCHS.pop('MyNet', None)
+
+
+def test_a_non_square_size_survives_the_round_trip(get_data, get_learner, tmp_path):
+    learn = get_learner(get_data(sz=(24, 32)))
+    learn.fit(1e-2, 1)
+    model = load_learner(learn.export(tmp_path / 'm.pth'), device='cpu')
+    assert model.tfms.sz == (24, 32) and 'sz (24, 32)' in repr(model)
+    np.testing.assert_allclose(model.predict(valid_files(learn)), np.exp(learn.predict()), atol=1e-5)
