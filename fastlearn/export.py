@@ -78,7 +78,7 @@ def _check_meta(meta: dict, path: Path) -> None:
     """The plain values an export must hold, consistent with each other (the weights are
     checked against the rebuilt model afterwards)."""
     kinds = {'arch': str, 'xtra_cut': int, 'classes': list, 'c': int, 'is_multi': bool,
-             'is_reg': bool, 'sz': int, 'crop_type': int, 'stats': list, 'state_dict': dict}
+             'is_reg': bool, 'sz': (int, list), 'crop_type': int, 'stats': list, 'state_dict': dict}
     bad = [k for k, t in kinds.items() if not isinstance(meta.get(k), t)]
     if bad or 'ps' not in meta or 'xtra_fc' not in meta:
         raise ValueError(f'{path} is a damaged or altered export: field(s) {bad or ["ps", "xtra_fc"]} '

@@ -31,18 +31,21 @@ def _snapshot(model: nn.Module, layer_opt: Any) -> tuple[dict, dict | None]:
 
 class DivergenceGuard(Callback):
     """On in every `fit` (`fit(..., guard=False)` turns it off). A batch loss that is NaN/inf, or a
-    smoothed loss above `factor` times the smoothed loss the fit started from, stops the fit; the
-    weights and the optimizer state go back to the start of the epoch in which it happened (the
-    last state that was validated), and a `TrainingDiverged` warning says what happened and what
-    to do. `tripped` holds the reason, None while the fit is healthy.
+    smoothed loss above `factor` times the larger of the loss the fit started from and `floor`,
+    stops the fit; the weights and the optimizer state go back to the start of the epoch in
+    which it happened (the last state that was validated), and a `TrainingDiverged` warning says
+    what happened and what to do. `tripped` holds the reason, None while the fit is healthy.
 
+    `floor` keeps a well-trained model (a start loss near 0) from tripping on an ordinary loss:
+    the learner passes the loss of a uniform guess for classification (ln c; ln 2 per tag), so
+    with 2 classes only a smoothed loss above 6.9 counts as an explosion.
     A copy of the weights is taken at each epoch start: a few milliseconds for a 5M-parameter model.
     """
 
-    def __init__(self, factor: float = 10.0) -> None:
+    def __init__(self, factor: float = 10.0, floor: float = 0.0) -> None:
         if not factor > 1:
             raise ValueError(f'factor must be > 1, got {factor!r}')
-        self.factor = factor
+        self.factor, self.floor = factor, float(floor)
         self.tripped: str | None = None
         self._saved: tuple[dict, dict | None] | None = None
         self._start_loss = math.nan
@@ -60,11 +63,13 @@ class DivergenceGuard(Callback):
         lr = state.layer_opt.lrs[-1]
         if not math.isfinite(loss):
             self._trip(state, f'the loss became {loss} at epoch {state.epoch}, batch {k} (lr {lr:.3g})')
-        elif (k > 0 and math.isfinite(self._start_loss) and self._start_loss > 0
-              and state.smooth_loss > self.factor * self._start_loss):
-            self._trip(state, f'the loss rose to {state.smooth_loss:.4g}, over {self.factor:g}x the '
-                              f'{self._start_loss:.4g} it started from, at epoch {state.epoch}, '
-                              f'batch {k} (lr {lr:.3g})')
+        elif k > 0 and math.isfinite(self._start_loss):
+            ref = max(self._start_loss, self.floor)
+            if ref > 0 and state.smooth_loss > self.factor * ref:
+                self._trip(state, f'the loss rose to {state.smooth_loss:.4g}, over {self.factor:g}x '
+                                  f'{ref:.4g} (the larger of its starting loss and a uniform '
+                                  f'guess\'s), at epoch {state.epoch}, batch {k} '
+                                  f'(lr {lr:.3g})')
 
     def on_epoch_end(self, state: Any, metrics: list[float]) -> None:
         if metrics and not math.isfinite(metrics[0]) and self.tripped is None:
@@ -82,7 +87,7 @@ class DivergenceGuard(Callback):
                       TrainingDiverged, stacklevel=user_stacklevel())
 
     def __repr__(self) -> str:
-        return f'DivergenceGuard(factor={self.factor:g})'
+        return f'DivergenceGuard(factor={self.factor:g}, floor={self.floor:.3g})'
 
 
 class KeepBest:

@@ -216,7 +216,7 @@ class Learner:
         layer_opt = self._get_layer_opt(lrs, wds)
         n_epochs = epochs_for(n_cycle, cycle_len, cycle_mult)
         recorder = Recorder()
-        cbs: list[Any] = [recorder] + ([DivergenceGuard()] if guard else [])
+        cbs: list[Any] = [recorder] + ([self._guard()] if guard else [])
         if use_clr_beta is not None:
             if cycle_len:
                 raise ValueError('use_clr_beta is one cycle over the whole fit: pass n_cycle epochs '
@@ -234,6 +234,13 @@ class Learner:
         cbs += list(callbacks or [])
         self.sched = recorder
         return self._run(layer_opt, n_epochs, cbs, metrics=metrics, quiet=quiet)
+
+    def _guard(self) -> DivergenceGuard:
+        """The divergence guard, its floor the loss of a uniform guess for this data."""
+        if getattr(self.data, 'is_reg', False):
+            return DivergenceGuard()
+        return DivergenceGuard(floor=math.log(2) if getattr(self.data, 'is_multi', False)
+                               else math.log(max(int(self.data.c), 2)))
 
     def _check_trainable(self) -> None:
         if not any(self.trainable_groups()):
@@ -291,7 +298,7 @@ class Learner:
         self._check_trainable()
         layer_opt = self._get_layer_opt(max_lr, wds)
         recorder = Recorder()
-        cbs = [recorder, *([DivergenceGuard()] if guard else []),
+        cbs = [recorder, *([self._guard()] if guard else []),
                OneCycle(pct_start=pct_start, div=div, final_div=final_div, moms=moms),
                *(callbacks or [])]
         self.sched = recorder

@@ -46,7 +46,7 @@ def test_non_square_sizes_give_h_by_w(crop_type):
     trn, val = tfms_from_stats(imagenet_stats, (24, 40), aug_tfms=[RandomFlip()], max_zoom=1.2,
                                crop_type=crop_type)
     for t in (trn, val):
-        x, _ = t(im)
+        x = t(im)
         assert x.shape == (3, 24, 40) and x.dtype == torch.float32
     assert trn.sz == (24, 40) and 'sz=(24, 40)' in repr(trn)
     # the longer side, so a portrait photo still covers 40 columns
@@ -61,7 +61,7 @@ def test_non_square_valid_resizes_to_cover_then_crops_the_centre():
     _, val = tfms_from_stats(imagenet_stats, (30, 60))
     want = v2.functional.center_crop(
         v2.functional.resize(v2.functional.pil_to_tensor(im), [40, 60], antialias=True), [30, 60])
-    x, _ = val(im)
+    x = val(im)
     np.testing.assert_allclose(val.denorm(x) * 255, want.permute(1, 2, 0).numpy(), atol=0.01)
 
 
