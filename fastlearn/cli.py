@@ -22,7 +22,7 @@ from .demo import AUGS, DEMO, LR_RANGE, recipe_epochs, run_recipe, write_digits
 __all__ = ['main', 'build_parser', 'run_recipe']
 
 TRAIN = {'arch': 'efficientnet_lite0', 'sz': 128, 'bs': 32, 'epochs': 3, 'aug': 'side_on',
-         'lr_ratio': 10, 'workers': None}
+         'lr_ratio': 10, 'workers': None, 'bn_freeze': None}
 
 
 def _fail(message: Any, status: int = 1, prog: str = 'fastlearn') -> None:
@@ -75,7 +75,7 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument('--aug', choices=sorted(AUGS), default=d['aug'],
                    help=f"augmentation: rotation and lighting, side_on adds left-right flips, top_down "
                         f"also quarter turns (default {d['aug']})")
-    p.add_argument('--bn-freeze', action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument('--bn-freeze', action=argparse.BooleanOptionalAction, default=d['bn_freeze'],
                    help="keep (or with --no-bn-freeze, train) the body's BatchNorm statistics once "
                         "unfrozen (default: the architecture table's choice; efficientnet_lite0 keeps "
                         "them, docs/recipe.md says why)")

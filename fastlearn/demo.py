@@ -36,7 +36,7 @@ PHASES = ('head, precomputed', 'head, augmented', 'all layers')
 # digits are unlike ImageNet, so the course's lr/9, lr/3, lr (97-99%) rather than lr/100, lr/10,
 # lr (93-96%); no flips for digits; tiny PNGs load faster in-process than in worker processes.
 DEMO = {'arch': 'efficientnet_lite0', 'sz': 64, 'bs': 32, 'epochs': 3, 'aug': 'basic', 'lr_ratio': 3,
-        'workers': 0}
+        'workers': 0, 'bn_freeze': False}
 
 
 def recipe_epochs(n: int) -> tuple[int, int, int]:
