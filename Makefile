@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fastlearn-installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench notebook clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ test: $(STAMP)
 # Real photos (../shared/data/dogscats) with real weights; CI runs these too.
 test-slow: $(STAMP)
 	@$(call PYTEST,-m slow)
+
+# Jupyter with fastlearn in it: the `notebook` extra (server, widgets for the live progress bar)
+# goes into the same .venv, then the lesson opens. Not part of the two set-up commands.
+NB_STAMP := $(VENV)/.fastlearn-notebook
+
+$(NB_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,offline,notebook]'
+	touch $(NB_STAMP)
+
+notebook: $(NB_STAMP)
+	$(VENV)/bin/jupyter lab examples/lesson1.ipynb
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
