@@ -142,7 +142,7 @@ class ConvLearner(Learner):
             prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
             self._acts[split, key] = cached_activations(
                 features, dl, self.tmp_path, prefix, key, device=self.device,
-                channels_last=self.channels_last)
+                channels_last=self.channels_last, desc=None if self.quiet else f'precompute {split}')
         return self._acts[split, key]
 
     def _training_setup(self) -> tuple[nn.Module, Any, Any]:

@@ -190,7 +190,8 @@ class Learner:
 
     def _run(self, layer_opt: LayerOptimizer, n_epochs: int, callbacks: list[Any], *,
              metrics: Sequence[Callable] | None = None, quiet: bool | None = None,
-             validate: bool = True, setup: tuple[nn.Module, Any, Any] | None = None) -> list[float]:
+             validate: bool = True, setup: tuple[nn.Module, Any, Any] | None = None,
+             desc: str = 'epoch') -> list[float]:
         model, trn_dl, val_dl = setup or self._training_setup()
         with self._fit_scope(model):
             return fit_loop(model, trn_dl, val_dl if validate else None, layer_opt, self.crit,
@@ -199,7 +200,7 @@ class Learner:
                             train_mode=lambda: self._train_mode(model), learn=self,
                             device=self.device, channels_last=self.channels_last, clip=self.clip,
                             quiet=self.quiet if quiet is None else quiet,
-                            progress=model is self.model)
+                            progress=model is self.model, desc=desc)
 
     def lr_find(self, start_lr: Any = 1e-5, end_lr: float = 10, wds: Any = None, linear: bool = False,
                 num_it: int | None = None) -> Recorder:
@@ -223,7 +224,7 @@ class Learner:
         try:
             layer_opt = self._get_layer_opt(start_lr, wds)
             self._run(layer_opt, math.ceil((num_it or n_batches) / n_batches), [recorder, finder],
-                      validate=False, quiet=True, setup=setup)
+                      validate=False, setup=setup, desc='lr_find')
         finally:
             model.load_state_dict(model_state)
             if opt_state is None:  # the next fit starts from a fresh optimizer, as it would have
@@ -277,10 +278,11 @@ class Learner:
         self.freeze()
 
     # --- predicting --------------------------------------------------------------------------
-    def predict_dl(self, dl: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions and targets for any loader, through the full model."""
+    def predict_dl(self, dl: Any, *, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions and targets for any loader, through the full model (with `desc`, under
+        a progress bar of that name unless the learner is quiet)."""
         return predict_dl(self.model, dl, activation=self.activation, device=self.device,
-                          channels_last=self.channels_last)
+                          channels_last=self.channels_last, desc=None if self.quiet else desc)
 
     def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`(log_preds, targets)` for the validation (or test) set, in loader order."""
@@ -313,9 +315,10 @@ class Learner:
             log_preds, y = learn.TTA()
             probs = np.mean(np.exp(log_preds), 0)
         """
-        preds, y = self.predict_dl(self._eval_dl(is_test))
+        preds, y = self.predict_dl(self._eval_dl(is_test), desc=f'TTA 1/{n_aug + 1}')
         aug_dl = self._eval_dl(is_test, augmented=True)
-        return np.stack([preds] + [self.predict_dl(aug_dl)[0] for _ in range(n_aug)]), y
+        return np.stack([preds] + [self.predict_dl(aug_dl, desc=f'TTA {i + 2}/{n_aug + 1}')[0]
+                                   for i in range(n_aug)]), y
 
     # --- what it is --------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -88,9 +88,10 @@ def cache_prefix(split: str, arch: str, xtra_cut: int, sz: int | None) -> str:
 
 @torch.inference_mode()
 def compute_activations(features: nn.Module, dl: Any, *, device: torch.device,
-                        channels_last: bool = True) -> np.ndarray:
-    """Run `features` (body, pool, flatten) in eval mode over `dl`: float32 (N, nf)."""
-    acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last)
+                        channels_last: bool = True, desc: str | None = None) -> np.ndarray:
+    """Run `features` (body, pool, flatten) in eval mode over `dl`: float32 (N, nf); with
+    `desc`, under a progress bar (the cache fill is the first long wait of a run)."""
+    acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last, desc=desc)
     return acts.astype(np.float32, copy=False)
 
 
@@ -111,7 +112,8 @@ def _load(fname: Path, n: int) -> np.ndarray | None:
 
 
 def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, key: str, *,
-                       device: torch.device, channels_last: bool = True) -> np.ndarray:
+                       device: torch.device, channels_last: bool = True,
+                       desc: str | None = None) -> np.ndarray:
     """Load `folder/prefix_key.npy`, or compute it and write it atomically.
 
     Older files with the same prefix and another key were computed from other files, weights or
@@ -121,7 +123,7 @@ def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, 
     acts = _load(fname, len(dl.dataset))
     if acts is not None:
         return acts
-    acts = compute_activations(features, dl, device=device, channels_last=channels_last)
+    acts = compute_activations(features, dl, device=device, channels_last=channels_last, desc=desc)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(f'{prefix}_*.npy'):

@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / 'fastlearn'
 # Lower layers never import higher ones (docs/architecture.md draws the same picture).
 LAYERS = {
     'core': 0,
-    'images': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1, 'metrics': 1, 'plots': 1,
+    'images': 1, 'progress': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1, 'metrics': 1, 'plots': 1,
     'transforms': 2, 'dataset': 2, 'model': 2, 'sgdr': 2,
     'precompute': 3, 'export': 3,
     'learner': 4,
