@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import atomic_write, default_device, listify, to_np
+from .images import open_image
 from .layer_optimizer import LayerOptimizer, lr_range, sgd_momentum
 from .metrics import accuracy, accuracy_thresh
 from .model import fit as fit_loop
@@ -288,9 +289,39 @@ class Learner:
         """`(log_preds, targets)` for the validation (or test) set, in loader order."""
         return self.predict_dl(self._eval_dl(is_test))
 
-    def predict(self, is_test: bool = False) -> np.ndarray:
-        """Log-probabilities (probabilities for multi-label) for the validation or test set."""
-        return self.predict_with_targs(is_test)[0]
+    def predict(self, is_test: Any = False) -> Any:
+        """Log-probabilities (probabilities for multi-label) for the validation or test set:
+
+            log_preds = learn.predict()              # (N, C), the validation set
+            log_preds = learn.predict(is_test=True)  # the test set
+
+        Given an image instead (a file name, a Path or a PIL image), one prediction, as fastai 2
+        users know it: `(class, index, probabilities)`, e.g. `('cats', 0, array([0.98, 0.02]))`;
+        for multi-label `(classes over 0.5, their indices, probabilities)`.
+        """
+        if isinstance(is_test, (bool, np.bool_, int)):
+            return self.predict_with_targs(bool(is_test))[0]
+        return self._predict_image(is_test)
+
+    def _predict_image(self, image: Any) -> tuple[Any, Any, np.ndarray]:
+        if not isinstance(image, (str, os.PathLike)) and not hasattr(image, 'convert'):
+            raise TypeError(f'predict takes is_test=True/False, or an image (a file name, a Path '
+                            f'or a PIL image); got {type(image).__name__}')
+        if getattr(self.data, 'is_reg', False):
+            raise ValueError('predict(image) names a class and this is a regression model; use '
+                             'learn.predict_array(val_tfms(open_image(f))[0][None]) for its output')
+        tfms = self.data.val_dl.dataset.transform
+        im = (image if hasattr(image, 'convert') else
+              open_image(image, getattr(tfms, 'draft_size', None))).convert('RGB')
+        x = tfms(im)[0] if tfms is not None else torch.from_numpy(np.array(im)).permute(2, 0, 1)
+        out = self.predict_array(x[None])[0]
+        classes = list(self.data.classes)
+        if getattr(self.data, 'is_multi', False):
+            idx = np.flatnonzero(out > 0.5)
+            return [classes[i] for i in idx], idx, out
+        probs = np.exp(out)  # the activation gives log-probabilities
+        i = int(probs.argmax())
+        return classes[i], i, probs
 
     def predict_array(self, x: Any) -> np.ndarray:
         """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[0][None]`."""
