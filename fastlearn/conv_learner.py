@@ -22,12 +22,14 @@ from torch import nn
 from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientnet_lite0, get_body,
                     layer_groups, mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101,
                     resnet152, resnext50, vgg16, wrn)
+from .core import set_seed
 from .dataset import ImageClassifierData, get_cv_idxs
 from .export import export_learner, load_learner
 from .layers import create_head, num_features, pool_flatten
 from .learner import Learner
 from .metrics import accuracy, accuracy_thresh
 from .model import predict_dl
+from .plots import ImageModelResults, plot_confusion_matrix
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
                          head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
@@ -36,6 +38,8 @@ from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfm
 __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms_from_model',
            'tfms_from_stats', 'transforms_basic', 'transforms_side_on', 'transforms_top_down',
            'CropType', 'TfmType', 'imagenet_stats', 'accuracy', 'accuracy_thresh', 'np', 'load_learner',
+           # the lesson's last steps (interpretation) and a reproducible run, without a second import
+           'set_seed', 'plot_confusion_matrix', 'ImageModelResults',
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny']
 

@@ -92,7 +92,7 @@ def test_conv_learner_star_is_the_mission_snippet():
     exec('from fastlearn.conv_learner import *', ns)
     names = set(ns) - {'__builtins__'}
     assert {'np', 'ConvLearner', 'ImageClassifierData', 'tfms_from_model', 'transforms_side_on',
-            'resnet34', 'accuracy'} <= names
+            'resnet34', 'accuracy', 'set_seed', 'plot_confusion_matrix', 'ImageModelResults'} <= names
     assert names == set(importlib.import_module('fastlearn.conv_learner').__all__)
 
 
