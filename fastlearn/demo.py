@@ -85,11 +85,12 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
                out: str | os.PathLike = 'fastlearn-out', *, sz: int = 128, bs: int = 32,
                epochs: int = 3, lr: float | None = None, lr_ratio: float = 10, aug: str = 'side_on',
                bn_freeze: bool = False, workers: int | None = None, quiet: bool = False,
-               seed: int = 42) -> RecipeResult:
+               seed: int = 42, device: str | None = None) -> RecipeResult:
     """Lesson 1 on `path/train/<class>/*` and `path/valid/<class>/*`: choose lr, train the head
     on precomputed activations, then with augmentation, then every layer at differential rates
     (`recipe_epochs(epochs)`), then TTA. Writes the model, plots and report.md into `out`, and
-    nothing into `path`. `bn_freeze=True` keeps the body's BatchNorm statistics once unfrozen."""
+    nothing into `path`. `bn_freeze=True` keeps the body's BatchNorm statistics once unfrozen;
+    `device` ('cpu', 'cuda', ...) defaults to a GPU when there is one."""
     from . import transforms
     from .archs import ARCHS
     from .conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
@@ -106,7 +107,8 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
         warnings.filterwarnings('ignore', message='precompute=True')
         # absolute paths, or the learner's tmp/ (the cache) and models/ would go into `path`
         learn = ConvLearner.pretrained(a, data, precompute=True, tmp_name=str(out / 'tmp'),
-                                       models_name=str(out / 'models'), quiet=quiet)
+                                       models_name=str(out / 'models'), quiet=quiet,
+                                       device=device)
     files, suggested = {}, None
     if lr is None:
         lr, suggested = choose_lr(learn)
