@@ -19,9 +19,9 @@ import fastlearn
 
 OUT = Path(__file__).resolve().parent / 'api.md'
 # The order of docs/architecture.md: each module only uses the ones above it.
-ORDER = ['core', 'imports', 'transforms', 'images', 'layers', 'archs', 'layer_optimizer', 'metrics',
-         'plots', 'dataset', 'model', 'sgdr', 'precompute', 'learner', 'conv_learner', 'export',
-         'demo', 'cli']
+ORDER = ['core', 'imports', 'transforms', 'images', 'progress', 'layers', 'archs', 'layer_optimizer',
+         'metrics', 'plots', 'dataset', 'model', 'sgdr', 'precompute', 'callbacks', 'learner',
+         'conv_learner', 'export', 'demo', 'cli']
 
 
 class _Ann:

@@ -16,7 +16,7 @@ LAYERS = {
     'core': 0,
     'images': 1, 'progress': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1, 'metrics': 1, 'plots': 1,
     'transforms': 2, 'dataset': 2, 'model': 2, 'sgdr': 2,
-    'precompute': 3, 'export': 3,
+    'precompute': 3, 'export': 3, 'callbacks': 3,
     'learner': 4,
     'conv_learner': 5,
     'demo': 6, 'cli': 7, '__main__': 8,
@@ -33,7 +33,7 @@ def package_imports(module: str) -> set[str]:
             if node.level == 1 and node.module:
                 found.add(node.module.split('.')[0])
             elif node.level == 1:
-                found.update(a.name for a in node.names)
+                found.update(a.name for a in node.names if (PKG / f'{a.name}.py').exists())
             elif node.module and node.module.startswith('fastlearn.'):
                 found.add(node.module.split('.')[1])
         elif isinstance(node, ast.Import):
