@@ -143,24 +143,20 @@ def head_threads(device: torch.device) -> Iterator[None]:
     A head's operations are small (microseconds each), so a second thread gains little, and on
     a busy machine every parallel region waits for a thread the scheduler has parked: a head
     epoch measured 2-12 s with 2 threads against 0.4 s with 1 on a loaded 2-core machine.
-    threadpoolctl scopes the limit to torch's OpenMP pool and puts back exactly what was there,
-    rather than resetting the user's `torch.set_num_threads` from a saved number.
+    Why not threadpoolctl's `threadpool_limits(1)`: it limits torch's OpenMP pool, yet the head
+    epoch measured slower with it (bench/learner.py --only head, three runs each on a loaded
+    2-core machine: fastlearn / hand loop, median of the runs' best ratios, 1.36x against 1.02x;
+    main-process CPU 0.37-0.40 s against 0.32-0.39 s), so torch's own setting it is.
     """
-    if device.type != 'cpu' or torch.get_num_threads() == 1:
+    n = torch.get_num_threads()
+    if device.type != 'cpu' or n == 1:
         yield
         return
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1, user_api='openmp'):
-        if torch.get_num_threads() == 1:
-            yield
-            return
-        # a torch built without OpenMP (its own thread pool): the global setting, put back after
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(n)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 class ArrayLoader:

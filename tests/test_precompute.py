@@ -362,18 +362,3 @@ def test_tta_with_precompute_on_runs_the_full_model(learn):
     np.testing.assert_allclose(log_preds[0], learn.predict(), atol=1e-5)
     np.testing.assert_array_equal(y, learn.data.val_y)
 
-
-def test_head_threads_scopes_torchs_pool_with_threadpoolctl():
-    """Inside, torch's OpenMP pool (as threadpoolctl sees it) and torch agree on one thread;
-    after, both are back at 2; a GPU device is left alone."""
-    from threadpoolctl import threadpool_info
-
-    def openmp() -> set[int]:
-        return {i['num_threads'] for i in threadpool_info() if i['user_api'] == 'openmp'}
-
-    torch.set_num_threads(2)
-    with head_threads(torch.device('cpu')):
-        assert torch.get_num_threads() == 1 and openmp() <= {1}
-    assert torch.get_num_threads() == 2
-    with head_threads(torch.device('meta')):
-        assert torch.get_num_threads() == 2
