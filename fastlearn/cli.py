@@ -15,8 +15,9 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from . import __version__
 from .demo import AUGS, DEMO, LR_RANGE, recipe_epochs, run_recipe, write_digits
 
 __all__ = ['main', 'build_parser', 'run_recipe']
@@ -25,7 +26,7 @@ TRAIN = {'arch': 'efficientnet_lite0', 'sz': 128, 'bs': 32, 'epochs': 3, 'aug': 
          'lr_ratio': 10, 'workers': None, 'bn_freeze': None}
 
 
-def _fail(message: Any, status: int = 1, prog: str = 'fastlearn') -> None:
+def _fail(message: Any, status: int = 1, prog: str = 'fastlearn') -> NoReturn:
     """One line on stderr, then exit: a user's mistake is not a traceback."""
     print(f'{prog}: error: {" ".join(str(message).split())}', file=sys.stderr, flush=True)
     raise SystemExit(status)
@@ -36,7 +37,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line: the usage is one --help away
+    def error(self, message: str) -> NoReturn:  # one line: the usage is one --help away
         _fail(f'{message} (see {self.prog} --help)', 2, self.prog)
 
 
@@ -56,7 +57,7 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
     positive = _number(int, 1, 'a positive integer')
     p.add_argument('--arch', default=d['arch'], metavar='NAME',
                    help=f"a name from fastlearn's architecture table (default {d['arch']}, whose "
-                        'weights come with fastlearn[offline]; others, e.g. resnet34, download theirs '
+                        'weights come with fastlearn; others, e.g. resnet34, download theirs '
                         'once; an unknown name lists them)')
     p.add_argument('--sz', type=positive, default=d['sz'],
                    help=f"image size in pixels (default {d['sz']})")
@@ -82,6 +83,12 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
     default = 'one per core; 0 on macOS and Windows' if d['workers'] is None else d['workers']
     p.add_argument('--workers', type=_number(int, 0, 'an integer >= 0'), default=d['workers'],
                    metavar='N', help=f'image-loading processes (default {default})')
+    p.add_argument('--seed', type=_number(int, 0, 'an integer >= 0'), default=42,
+                   help='seed for Python, numpy and torch: the same seed, the same run on one machine '
+                        '(default 42)')
+    p.add_argument('--device', metavar='DEVICE',
+                   help="where to train: cpu, cuda, cuda:1, mps (default: a GPU when there is one, "
+                        "else the CPU)")
     p.add_argument('--quiet', action='store_true',
                    help='print only the accuracy and where the files are')
 
@@ -89,6 +96,7 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='fastlearn', description='Transfer learning as the 2018 fastai course '
                      'taught it: train an image classifier on a folder, predict with it.')
+    parser.add_argument('--version', action='version', version=f'fastlearn {__version__}')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     train = sub.add_parser('train', help='train and evaluate a classifier on an image folder',
                            description='Fine-tune a pretrained network on PATH/train/<class>/* and '
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--out', metavar='DIR', help='output folder (default ./fastlearn-out/demo)')
     _recipe_options(demo, DEMO)
     for p, run in ((train, _train_command), (predict, _predict_command), (demo, _demo_command)):
-        p.set_defaults(run=run)
+        p.set_defaults(run=run, parser=p)
     return parser
 
 
@@ -133,12 +141,34 @@ def _check_arch(args: argparse.Namespace) -> None:
     from .archs import ARCHS  # imports torch: after the cheap checks, before anything is written
     if args.arch not in ARCHS:
         _fail(f'unknown architecture {args.arch!r}; known: {", ".join(sorted(ARCHS))}', 2, args.prog)
+    # Build it with its weights now (a second or two): a missing package (timm, the weights'
+    # package) or weights that cannot be downloaded fail here, not after the folders are written.
+    ARCHS[args.arch](pretrained=True)
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    if args.device is None:
+        return
+    import torch
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        _fail(f'--device {args.device!r} is not a device; pass cpu, cuda, cuda:1 or mps', 2, args.prog)
+    available = {'cpu': lambda: True, 'cuda': torch.cuda.is_available,
+                 'mps': lambda: getattr(torch.backends, 'mps', None) is not None
+                 and torch.backends.mps.is_available()}
+    if not available.get(device.type, lambda: False)():
+        _fail(f'--device {args.device}: no such device on this machine; leave --device out to use '
+              'what there is', 2, args.prog)
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        _fail(f'--device {args.device}: this machine has {torch.cuda.device_count()} CUDA '
+              f'device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}', 2, args.prog)
 
 
 def _run(args: argparse.Namespace, path: Path, out: Path) -> None:
     r = run_recipe(path, args.arch, out, sz=args.sz, bs=args.bs, epochs=args.epochs, lr=args.lr,
                    lr_ratio=args.lr_ratio, aug=args.aug, bn_freeze=args.bn_freeze,
-                   workers=args.workers, quiet=args.quiet)
+                   workers=args.workers, quiet=args.quiet, seed=args.seed, device=args.device)
     print(f'accuracy: {r.accuracy:.4f} without TTA, {r.accuracy_tta:.4f} with TTA '
           f'({r.n_valid} validation images; {sum(r.epochs)} epochs in {r.seconds:.0f} s)')
     print(f'wrote {r.out}: report.md, {", ".join(r.files.values())}')
@@ -153,6 +183,7 @@ def _train_command(args: argparse.Namespace) -> None:
         _fail(f'{path} has no {" and no ".join(s + "/" for s in missing)} folder: expected '
               f'{path / "train"}/<class>/<image> and {path / "valid"}/<class>/<image>', 2, args.prog)
     _check_arch(args)
+    _check_device(args)
     out = _out_dir(args.out or Path('fastlearn-out') / (path.resolve().name or 'data'), path,
                    args.prog)
     _run(args, path, out)
@@ -160,6 +191,7 @@ def _train_command(args: argparse.Namespace) -> None:
 
 def _demo_command(args: argparse.Namespace) -> None:
     _check_arch(args)
+    _check_device(args)
     out = _out_dir(args.out or Path('fastlearn-out') / 'demo', None, args.prog)
     if not args.quiet:
         print(f"scikit-learn's handwritten digits as an image folder: {out / 'digits'}", flush=True)
@@ -194,7 +226,9 @@ def _predict_command(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`fastlearn ...`: returns 0, or raises SystemExit(2) for a usage error or SystemExit(1)
     for a failure, after one line on stderr."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # argparse would blame `fastlearn`; the option was given to the subcommand
+        args.parser.error(f'unrecognized arguments: {" ".join(unknown)}')
     args.prog = f'fastlearn {args.command}'
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

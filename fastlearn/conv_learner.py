@@ -32,6 +32,7 @@ from .archs import (arch_for, convnext_tiny, dn121, efficientnet_b0, efficientne
                     resnet152, resnext50, resnext101_64, vgg16, wrn)
 from .core import VV, T, V, children, to_gpu, to_np, user_stacklevel
 from .data_block import ImageFileList, ImageItemList, SegmentationItemList
+from .core import set_seed
 from .dataset import ImageClassifierData, get_cv_idxs
 from .export import export_learner, load_learner
 from .images import open_image
@@ -39,6 +40,7 @@ from .layers import Flatten, create_head, num_features, pool_flatten
 from .learner import Learner
 from .metrics import accuracy, accuracy_np, accuracy_thresh, f2, fbeta, opt_th
 from .model import predict_dl
+from .plots import ImageModelResults, plot_confusion_matrix
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
                          head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
@@ -47,6 +49,8 @@ from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfm
 __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms_from_model',
            'tfms_from_stats', 'transforms_basic', 'transforms_side_on', 'transforms_top_down',
            'CropType', 'TfmType', 'imagenet_stats', 'accuracy', 'accuracy_thresh', 'np', 'load_learner',
+           # the lesson's last steps (interpretation) and a reproducible run, without a second import
+           'set_seed', 'plot_confusion_matrix', 'ImageModelResults',
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny',
            'resnext101_64', 'accuracy_np', 'f2', 'fbeta', 'opt_th', 'open_image',
@@ -176,7 +180,7 @@ class ConvLearner(Learner):
             prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
             self._acts[split, key] = cached_activations(
                 features, dl, self.tmp_path, prefix, key, device=self.device,
-                channels_last=self.channels_last)
+                channels_last=self.channels_last, desc=None if self.quiet else f'precompute {split}')
         return self._acts[split, key]
 
     def get_activations(self, force: bool = False) -> list[np.ndarray | None]:

@@ -88,14 +88,15 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
                out: str | os.PathLike = 'fastlearn-out', *, sz: int = 128, bs: int = 32,
                epochs: int = 3, lr: float | None = None, lr_ratio: float = 10, aug: str = 'side_on',
                bn_freeze: bool | None = None, workers: int | None = None, quiet: bool = False,
-               seed: int = 42) -> RecipeResult:
+               seed: int = 42, device: str | None = None) -> RecipeResult:
     """Lesson 1 on `path/train/<class>/*` and `path/valid/<class>/*`: choose lr, train the head
     on precomputed activations, then with augmentation, then every layer at differential rates
     (`recipe_epochs(epochs)`), then TTA. Writes the model, plots and report.md into `out`, and
     nothing into `path`. `bn_freeze` overrides the architecture table's choice of keeping the
     body's BatchNorm statistics once unfrozen. The best validation epoch of the whole recipe is
     kept: if a later epoch is worse, its weights are put back before TTA and export, and the
-    report says which phase and epoch the model comes from."""
+    report says which phase and epoch the model comes from. `device` ('cpu', 'cuda', ...)
+    defaults to a GPU when there is one."""
     from . import transforms
     from .archs import ARCHS
     from .conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
@@ -111,7 +112,8 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
         warnings.filterwarnings('ignore', message='precompute=True')
         # absolute paths, or the learner's tmp/ (the cache) and models/ would go into `path`
         learn = ConvLearner.pretrained(a, data, precompute=True, tmp_name=str(out / 'tmp'),
-                                       models_name=str(out / 'models'), quiet=quiet)
+                                       models_name=str(out / 'models'), quiet=quiet,
+                                       device=device)
     if bn_freeze is not None:
         learn.bn_freeze(bn_freeze)
     settings += f'; once unfrozen, BatchNorm {"frozen" if learn._bn_freeze else "trains"}'

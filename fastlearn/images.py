@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from .core import atomic_write, num_cpus
 
@@ -20,11 +20,27 @@ from .core import atomic_write, num_cpus
 __all__ = ['open_image', 'BadImageError', 'TooLargeImageError', 'MAX_PIXELS', 'IMAGE_EXTENSIONS',
            'check_image_file', 'folder_source', 'parse_csv_labels', 'resize_file']
 
-# Extensions whose files we read; each has a signature that `check_image_file` recognises.
-IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.gif', '.bmp', '.tif',
-                              '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.pnm'})
-_SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n', b'GIF87a', b'GIF89a', b'BM', b'II*\x00',
-               b'MM\x00*', b'P1', b'P2', b'P3', b'P4', b'P5', b'P6')
+# Formats are Pillow's: what it can open, less stubs (formats it names but cannot decode
+# without a plugin of the user's), video (MPEG) and documents that need Ghostscript (EPS, PS).
+_LEFT_OUT = frozenset({'MPEG', 'EPS'})
+
+
+def _pillow_formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(fmt for fmt, (factory, _) in Image.OPEN.items() if fmt not in _LEFT_OUT
+                 and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)))
+
+
+_FORMATS = _pillow_formats()
+# Extensions whose files we read: those Pillow registers for the formats above.
+IMAGE_EXTENSIONS = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in _FORMATS)
+# Pillow's own signature tests (on a file's first 16 bytes, as `Image.open` calls them); a
+# format with none (TGA, ...) is recognised by parsing its header.
+# The common formats go first: most files stop at the first test.
+_ACCEPTS = tuple(accept for fmt in sorted(_FORMATS, key=lambda f: f not in ('JPEG', 'PNG', 'WEBP'))
+                 if (accept := Image.OPEN[fmt][1]) is not None)
+_NO_SIGNATURE = frozenset(ext for ext, fmt in Image.registered_extensions().items()
+                          if fmt in _FORMATS and Image.OPEN[fmt][1] is None)
 # Names that operating systems and tools leave beside the data; never data themselves.
 _IGNORED_NAMES = frozenset({'__MACOSX', 'Thumbs.db', 'desktop.ini', '__pycache__'})
 _ALPHA_MODES = frozenset({'RGBA', 'RGBa', 'LA', 'La', 'PA'})
@@ -158,8 +174,15 @@ def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | 
         return 'zero bytes'
     with open(path, 'rb') as f:
         head = f.read(16)
-    if head.startswith(_SIGNATURES) or (head[:4] == b'RIFF' and head[8:12] == b'WEBP'):
+    # Any format's signature: Pillow opens by content, so a PNG named .jpg is still an image.
+    if any(accept(head) for accept in _ACCEPTS):
         return None
+    if Path(path).suffix.lower() in _NO_SIGNATURE:
+        try:  # the header only; `check_decodes` decodes the pixels
+            with Image.open(path, formats=_FORMATS):
+                return None
+        except Exception:  # UnidentifiedImageError, or a header Pillow cannot parse
+            pass
     return 'not an image (unrecognised file header)'
 
 

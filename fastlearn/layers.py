@@ -36,11 +36,8 @@ class AdaptiveConcatPool2d(nn.Module):
         return f'sz={self.sz}'
 
 
-class Flatten(nn.Module):
-    """`(N, C, H, W) -> (N, C*H*W)`: keeps the batch axis, flattens the rest."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
+# The course's name for torch's own layer: `(N, C, H, W) -> (N, C*H*W)`, the batch axis kept.
+Flatten = nn.Flatten
 
 
 def pool_flatten() -> nn.Sequential:

@@ -18,6 +18,7 @@ from torch import nn
 
 from .core import atomic_write, check_state_dict, default_device, listify, load_tensors, to_np
 from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_momentum
+from .images import open_image
 from .metrics import accuracy, accuracy_thresh
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
@@ -268,7 +269,8 @@ class Learner:
 
     def _run(self, layer_opt: LayerOptimizer, n_epochs: int, callbacks: list[Any], *,
              metrics: Sequence[Callable] | None = None, quiet: bool | None = None,
-             validate: bool = True, setup: tuple[nn.Module, Any, Any] | None = None) -> list[float]:
+             validate: bool = True, setup: tuple[nn.Module, Any, Any] | None = None,
+             desc: str = 'epoch') -> list[float]:
         model, trn_dl, val_dl = setup or self._training_setup()
         with self._fit_scope(model):
             return fit_loop(model, trn_dl, val_dl if validate else None, layer_opt, self.crit,
@@ -277,7 +279,7 @@ class Learner:
                             train_mode=lambda: self._train_mode(model), learn=self,
                             device=self.device, channels_last=self.channels_last, clip=self.clip,
                             quiet=self.quiet if quiet is None else quiet,
-                            progress=model is self.model)
+                            progress=model is self.model, desc=desc)
 
     def fit_one_cycle(self, n_epochs: int, max_lr: Any = 1e-2, wds: Any = None, *,
                       pct_start: float = 0.25, div: float = 25.0, final_div: float = 1e4,
@@ -348,7 +350,7 @@ class Learner:
         try:
             layer_opt = self._get_layer_opt(start_lr, wds)
             self._run(layer_opt, math.ceil((num_it or n_batches) / n_batches), [recorder, finder],
-                      validate=False, quiet=True, setup=setup)
+                      validate=False, setup=setup, desc='lr_find')
         finally:
             model.load_state_dict(model_state)
             if opt_state is None:  # the next fit starts from a fresh optimizer, as it would have
@@ -448,25 +450,56 @@ class Learner:
         self.freeze()
 
     # --- predicting --------------------------------------------------------------------------
-    def predict_dl(self, dl: Any) -> np.ndarray:
+    def predict_dl(self, dl: Any, *, desc: str | None = None) -> np.ndarray:
         """`preds = learn.predict_dl(dl)`: predictions (log-probabilities for single-label) for
         any loader, through the full model, as in the course; `predict_dl_with_targs` gives the
-        targets too."""
-        return self.predict_dl_with_targs(dl)[0]
+        targets too. With `desc`, under a progress bar of that name unless the learner is quiet."""
+        return self.predict_dl_with_targs(dl, desc=desc)[0]
 
-    def predict_dl_with_targs(self, dl: Any) -> tuple[np.ndarray, np.ndarray]:
+    def predict_dl_with_targs(self, dl: Any, *, desc: str | None = None
+                              ) -> tuple[np.ndarray, np.ndarray]:
         """`preds, y = learn.predict_dl_with_targs(dl)`: predictions and targets for any
         loader, through the full model, in loader order."""
         return predict_dl(self.model, dl, activation=self.activation, device=self.device,
-                          channels_last=self.channels_last)
+                          channels_last=self.channels_last, desc=None if self.quiet else desc)
 
     def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`(log_preds, targets)` for the validation (or test) set, in loader order."""
         return self.predict_dl_with_targs(self._eval_dl(is_test))
 
-    def predict(self, is_test: bool = False) -> np.ndarray:
-        """Log-probabilities (probabilities for multi-label) for the validation or test set."""
-        return self.predict_with_targs(is_test)[0]
+    def predict(self, is_test: Any = False) -> Any:
+        """Log-probabilities (probabilities for multi-label) for the validation or test set:
+
+            log_preds = learn.predict()              # (N, C), the validation set
+            log_preds = learn.predict(is_test=True)  # the test set
+
+        Given an image instead (a file name, a Path or a PIL image), one prediction, as fastai 2
+        users know it: `(class, index, probabilities)`, e.g. `('cats', 0, array([0.98, 0.02]))`;
+        for multi-label `(classes over 0.5, their indices, probabilities)`.
+        """
+        if isinstance(is_test, (bool, np.bool_, int)):
+            return self.predict_with_targs(bool(is_test))[0]
+        return self._predict_image(is_test)
+
+    def _predict_image(self, image: Any) -> tuple[Any, Any, np.ndarray]:
+        if not isinstance(image, (str, os.PathLike)) and not hasattr(image, 'convert'):
+            raise TypeError(f'predict takes is_test=True/False, or an image (a file name, a Path '
+                            f'or a PIL image); got {type(image).__name__}')
+        if getattr(self.data, 'is_reg', False):
+            raise ValueError('predict(image) names a class and this is a regression model; use '
+                             'learn.predict_array(val_tfms(open_image(f))[0][None]) for its output')
+        tfms = self.data.val_dl.dataset.transform
+        im = (image if hasattr(image, 'convert') else
+              open_image(image, getattr(tfms, 'draft_size', None))).convert('RGB')
+        x = tfms(im)[0] if tfms is not None else torch.from_numpy(np.array(im)).permute(2, 0, 1)
+        out = self.predict_array(x[None])[0]
+        classes = list(self.data.classes)
+        if getattr(self.data, 'is_multi', False):
+            idx = np.flatnonzero(out > 0.5)
+            return [classes[i] for i in idx], idx, out
+        probs = np.exp(out)  # the activation gives log-probabilities
+        i = int(probs.argmax())
+        return classes[i], i, probs
 
     def predict_array(self, x: Any) -> np.ndarray:
         """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[None]`."""
@@ -491,9 +524,10 @@ class Learner:
             log_preds, y = learn.TTA()
             probs = np.mean(np.exp(log_preds), 0)
         """
-        preds, y = self.predict_dl_with_targs(self._eval_dl(is_test))
+        preds, y = self.predict_dl_with_targs(self._eval_dl(is_test), desc=f'TTA 1/{n_aug + 1}')
         aug_dl = self._eval_dl(is_test, augmented=True)
-        return np.stack([preds] + [self.predict_dl(aug_dl) for _ in range(n_aug)]), y
+        return np.stack([preds] + [self.predict_dl(aug_dl, desc=f'TTA {i + 2}/{n_aug + 1}')
+                                   for i in range(n_aug)]), y
 
     # --- what it is --------------------------------------------------------------------------
     def summary(self) -> ModelSummary:

@@ -6,7 +6,6 @@ loaders, a layer optimizer and callbacks, and the callbacks do the rest.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from .core import sum_geom, to_np
+from .progress import EpochTable, print_table_row, progress_bar
 
 __all__ = ['FitState', 'fit', 'clip_grads', 'validate', 'predict_dl', 'to_device', 'print_table_row', 'epochs_for']
 
@@ -47,36 +47,6 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     if channels_last and batch.ndim == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
-
-
-def _in_notebook() -> bool:
-    shell = getattr(sys.modules.get('IPython'), 'get_ipython', lambda: None)()
-    return type(shell).__name__ == 'ZMQInteractiveShell'
-
-
-def _progress(iterable: Iterable, total: int, quiet: bool, desc: str):
-    """A tqdm bar: a widget in Jupyter (text there when ipywidgets is missing), text in a
-    terminal, nothing in a log file or when quiet."""
-    if quiet:
-        return iterable
-    from tqdm import tqdm
-    if _in_notebook():
-        try:
-            import ipywidgets  # noqa: F401  (the widget bar needs it; without, a text bar
-        except ImportError:     # would scroll escape codes through the cell)
-            return iterable
-        from tqdm.notebook import tqdm as tqdm_notebook
-        return tqdm_notebook(iterable, total=total, desc=desc, leave=False)
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
-
-
-def print_table_row(values: Sequence, header: Sequence[str] | None = None) -> None:
-    """One line of the epoch table; `header` is printed first when given."""
-    if header is not None:
-        print(''.join(f'{h:<12}' for h in header))
-    cells = [f'{v:<12d}' if isinstance(v, int) else f'{v:<12.6f}' if isinstance(v, float) else f'{v!s:<12}'
-             for v in values]
-    print(''.join(cells).rstrip())
 
 
 def _forward(model: nn.Module, x: Any) -> torch.Tensor:
@@ -113,27 +83,31 @@ def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: 
         n_epochs: int, *, metrics: Sequence[Callable] = (), callbacks: Sequence[Any] = (),
         activation: Callable | None = None, train_mode: Callable[[], None] | None = None,
         learn: Any = None, device: torch.device | None = None, channels_last: bool = False,
-        clip: Any = None, quiet: bool = False, progress: bool = True) -> list[float]:
+        clip: Any = None, quiet: bool = False, progress: bool = True,
+        desc: str = 'epoch') -> list[float]:
     """Train `model` for `n_epochs` and return the last `[val_loss, *metrics]`.
 
         fit(model, data.trn_dl, data.val_dl, layer_opt, F.cross_entropy, 3, metrics=[accuracy])
 
     `train_mode` puts the model into training mode each epoch (the learner's version keeps
     frozen layer groups, and their BatchNorm statistics, in eval mode). `quiet` drops the epoch
-    table and the bar; `progress=False` only the per-batch bar (a head epoch on cached
-    activations is over before a bar could draw).
+    table and the bars; `progress=False` only the bars (a head epoch on cached activations is
+    over before a bar could draw). The bar reads `{desc} 2/7` and the smoothed loss.
     """
     device = device or torch.device('cpu')
     state = FitState(layer_opt=layer_opt, n_batches=len(trn_dl), n_epochs=n_epochs, learn=learn,
                      model=model)
-    names = ['epoch', 'trn_loss', 'val_loss', *[_metric_name(m) for m in metrics], 'time']
+    table = EpochTable(['epoch', 'trn_loss', 'val_loss', *[_metric_name(m) for m in metrics], 'time'],
+                       quiet=quiet)
     _call(callbacks, 'on_train_begin', state)
     avg, vals = 0.0, []
     for epoch in range(n_epochs):
         state.epoch, start = epoch, time.perf_counter()
         (train_mode or model.train)()
         _call(callbacks, 'on_epoch_begin', state)
-        for x, y in _progress(trn_dl, len(trn_dl), quiet or not progress, f'epoch {epoch}'):
+        bar = progress_bar(trn_dl, len(trn_dl), f'{desc} {epoch + 1}/{n_epochs}',
+                           quiet=quiet or not progress)
+        for x, y in bar:
             _call(callbacks, 'on_batch_begin', state)
             x, y = to_device((x, y), device, channels_last)
             loss = _step(model, x, y, layer_opt.opt, crit, clip)
@@ -141,16 +115,16 @@ def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: 
             avg = 0.98 * avg + 0.02 * loss
             state.smooth_loss = avg / (1 - 0.98 ** (state.iteration + 1))
             state.losses.append(loss)
+            bar.set_postfix_str(f'loss {state.smooth_loss:.4f}', refresh=False)
             _call(callbacks, 'on_batch_end', state, loss)
             state.iteration += 1
             if state.stop:
                 break
+        bar.close()
         if val_dl is not None:
             vals = validate(model, val_dl, crit, metrics, activation=activation, device=device,
-                            channels_last=channels_last)
-            if not quiet:
-                print_table_row([epoch, state.smooth_loss, *vals, f'{time.perf_counter() - start:.1f}s'],
-                                names if epoch == 0 else None)
+                            channels_last=channels_last, progress=progress and not quiet)
+            table.add([epoch, state.smooth_loss, *vals, f'{time.perf_counter() - start:.1f}s'])
         _call(callbacks, 'on_epoch_end', state, vals)
         if state.stop:
             break
@@ -166,6 +140,10 @@ def _call(callbacks: Sequence[Any], hook: str, *args: Any) -> None:
             fn(*args)
 
 
+def _len(dl: Iterable) -> int | None:
+    return len(dl) if hasattr(dl, '__len__') else None  # type: ignore[arg-type]
+
+
 def _metric_name(m: Callable) -> str:
     return getattr(m, '__name__', type(m).__name__)
 
@@ -173,12 +151,13 @@ def _metric_name(m: Callable) -> str:
 @torch.inference_mode()
 def validate(model: nn.Module, dl: Iterable, crit: Callable, metrics: Sequence[Callable] = (), *,
              activation: Callable | None = None, device: torch.device | None = None,
-             channels_last: bool = False) -> list[float]:
+             channels_last: bool = False, progress: bool = False) -> list[float]:
     """`[loss, *metrics]` over `dl`, each a batch-size-weighted mean. Metrics see the model's
-    output after `activation` (log-probabilities or probabilities), as the course's did."""
+    output after `activation` (log-probabilities or probabilities), as the course's did.
+    `progress` shows a 'validating' bar."""
     model.eval()
     totals, n = np.zeros(1 + len(metrics)), 0
-    for x, y in dl:
+    for x, y in progress_bar(dl, _len(dl), 'validating', quiet=not progress):
         x, y = to_device((x, y), device or torch.device('cpu'), channels_last)
         out = _forward(model, x)
         preds = activation(out) if activation else out
@@ -190,12 +169,13 @@ def validate(model: nn.Module, dl: Iterable, crit: Callable, metrics: Sequence[C
 
 @torch.inference_mode()
 def predict_dl(model: nn.Module, dl: Iterable, *, activation: Callable | None = None,
-               device: torch.device | None = None, channels_last: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs (after `activation`) and targets for every batch of `dl`, in loader order."""
+               device: torch.device | None = None, channels_last: bool = False,
+               desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs (after `activation`) and targets for every batch of `dl`, in loader order;
+    with `desc`, under a progress bar of that name."""
     model.eval()
     preds, targs = [], []
-    for x, y in dl:
+    for x, y in progress_bar(dl, _len(dl), desc or '', quiet=desc is None):
         x = to_device(x, device or torch.device('cpu'), channels_last)
         out = _forward(model, x)
         preds.append(to_np(activation(out) if activation else out))

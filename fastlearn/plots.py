@@ -15,7 +15,6 @@ stays quick.
 from __future__ import annotations
 
 import errno
-import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,19 +125,20 @@ def plot_confusion_matrix(cm: Any, classes: Sequence[Any], normalize: bool = Fal
     if verbose:
         print('Normalized confusion matrix' if normalize else 'Confusion matrix, without normalization')
         print(cm)
+    if n == 0:
+        raise ValueError('cm is empty (0x0): there is nothing to plot')
+    from sklearn.metrics import ConfusionMatrixDisplay  # matrix, colour bar, counts, axis labels
     fig, ax = subplots(figsize=figsize)
-    image = ax.imshow(cm, interpolation='nearest', cmap=cmap or 'Blues')
-    fig.colorbar(image, ax=ax)
+    disp = ConfusionMatrixDisplay(cm, display_labels=[str(c) for c in classes]).plot(
+        ax=ax, cmap=cmap or 'Blues', xticks_rotation=45,
+        values_format='d' if np.issubdtype(cm.dtype, np.integer) else '.2f')
+    # The course's look: white counts on the darker half of the scale, black elsewhere (scikit-
+    # learn takes the colour map's ends, near-white on 'Blues'); tick labels end at their tick.
+    for (i, j), text in np.ndenumerate(disp.text_):
+        text.set_color('white' if cm[i, j] > cm.max() / 2 else 'black')
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment('right')
     ax.set_title(title)
-    ax.set_xticks(np.arange(n), [str(c) for c in classes], rotation=45, ha='right')
-    ax.set_yticks(np.arange(n), [str(c) for c in classes])
-    fmt = 'd' if np.issubdtype(cm.dtype, np.integer) else '.2f'
-    thresh = cm.max() / 2 if n else 0
-    for i, j in itertools.product(range(n), range(n)):
-        ax.text(j, i, format(cm[i, j], fmt), ha='center', va='center',
-                color='white' if cm[i, j] > thresh else 'black')
-    ax.set_ylabel('True label')
-    ax.set_xlabel('Predicted label')
     fig.tight_layout()
     return fig
 

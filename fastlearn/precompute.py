@@ -88,9 +88,10 @@ def cache_prefix(split: str, arch: str, xtra_cut: int, sz: int | None) -> str:
 
 @torch.inference_mode()
 def compute_activations(features: nn.Module, dl: Any, *, device: torch.device,
-                        channels_last: bool = True) -> np.ndarray:
-    """Run `features` (body, pool, flatten) in eval mode over `dl`: float32 (N, nf)."""
-    acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last)
+                        channels_last: bool = True, desc: str | None = None) -> np.ndarray:
+    """Run `features` (body, pool, flatten) in eval mode over `dl`: float32 (N, nf); with
+    `desc`, under a progress bar (the cache fill is the first long wait of a run)."""
+    acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last, desc=desc)
     return acts.astype(np.float32, copy=False)
 
 
@@ -111,7 +112,8 @@ def _load(fname: Path, n: int) -> np.ndarray | None:
 
 
 def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, key: str, *,
-                       device: torch.device, channels_last: bool = True) -> np.ndarray:
+                       device: torch.device, channels_last: bool = True,
+                       desc: str | None = None) -> np.ndarray:
     """Load `folder/prefix_key.npy`, or compute it and write it atomically.
 
     Older files with the same prefix and another key were computed from other files, weights or
@@ -121,7 +123,7 @@ def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, 
     acts = _load(fname, len(dl.dataset))
     if acts is not None:
         return acts
-    acts = compute_activations(features, dl, device=device, channels_last=channels_last)
+    acts = compute_activations(features, dl, device=device, channels_last=channels_last, desc=desc)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(f'{prefix}_*.npy'):
@@ -141,6 +143,10 @@ def head_threads(device: torch.device) -> Iterator[None]:
     A head's operations are small (microseconds each), so a second thread gains little, and on
     a busy machine every parallel region waits for a thread the scheduler has parked: a head
     epoch measured 2-12 s with 2 threads against 0.4 s with 1 on a loaded 2-core machine.
+    Why not threadpoolctl's `threadpool_limits(1)`: it limits torch's OpenMP pool, yet the head
+    epoch measured slower with it (bench/learner.py --only head, three runs each on a loaded
+    2-core machine: fastlearn / hand loop, median of the runs' best ratios, 1.36x against 1.02x;
+    main-process CPU 0.37-0.40 s against 0.32-0.39 s), so torch's own setting it is.
     """
     n = torch.get_num_threads()
     if device.type != 'cpu' or n == 1:

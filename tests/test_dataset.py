@@ -847,3 +847,19 @@ def test_coord_targets_follow_a_resized_copy(tmp_path):
     assert Image.open(small.val_ds.root / small.val_ds.fnames[0]).size == (80, 60)
     _, box = small.val_ds[0]
     np.testing.assert_allclose(box, [[100 / 7.5, 16, 200 / 7.5, 28]], atol=1e-4)
+
+
+@pytest.mark.parametrize('fmt, name', [('JPEG', 'a.jpg'), ('PNG', 'a.jpg'), ('TGA', 'a.tga'),
+                                       ('ICO', 'a.ico'), ('QOI', 'a.qoi'), ('WEBP', 'a.webp'),
+                                       ('PPM', 'a.ppm')])
+def test_check_image_file_knows_pillows_formats(fmt, name, tmp_path):
+    """Pillow's extensions and signatures: more formats than a hand-kept list; a PNG named
+    .jpg is an image (Pillow opens by content); TGA, which has no signature, by its header."""
+    from fastlearn.images import IMAGE_EXTENSIONS, check_image_file
+    path = tmp_path / name
+    noise_image((200, 30, 30), 16).save(path, format=fmt)
+    assert check_image_file(path) is None
+    assert {'.jpg', '.png', '.tga', '.ico', '.qoi', '.webp'} <= IMAGE_EXTENSIONS
+    assert not {'.txt', '.h5', '.mpg', '.eps', '.csv'} & IMAGE_EXTENSIONS  # stubs, video, documents
+    path.write_bytes(b'\0' * 18 + b'not an image at all')
+    assert check_image_file(path) == 'not an image (unrecognised file header)'

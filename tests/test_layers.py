@@ -36,6 +36,7 @@ def test_pool_flatten_gives_twice_the_channels():
     assert layer_types(pf) == [AdaptiveConcatPool2d, Flatten]
     assert pf(torch.randn(3, 7, 5, 5)).shape == (3, 14)
     assert Flatten()(torch.randn(2, 3, 4, 5)).shape == (2, 60)
+    assert Flatten is nn.Flatten  # torch's layer under the course's name
 
 
 def test_default_head_layers_and_sizes():

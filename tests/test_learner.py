@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from torch import nn
@@ -503,6 +504,29 @@ def test_tta_stacks_a_plain_pass_and_augmented_passes(get_data, get_learner):
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     assert 0 <= accuracy(probs, y) <= 1
     assert learn.TTA(n_aug=2, is_test=True)[0].shape == (3, 3, 2)
+
+
+@pytest.mark.parametrize('precompute', [False, True])
+def test_predict_one_image_as_fastai2(get_data, get_learner, precompute):
+    """`learn.predict('photo.jpg')`: (class, index, probabilities), the same numbers as the
+    validation pass gives that image, from a str, a Path or a PIL image."""
+    learn = get_learner(get_data(), precompute=precompute)
+    expected = np.exp(learn.predict())
+    ds = learn.data.val_ds
+    for i in (0, len(ds) - 1):
+        f = ds.root / ds.fnames[i]
+        for image in (str(f), f, PIL.Image.open(f)):
+            cls, idx, probs = learn.predict(image)
+            np.testing.assert_allclose(probs, expected[i], atol=1e-5)
+            assert idx == int(expected[i].argmax()) and cls == learn.data.classes[idx]
+    assert learn.predict(False).shape == (8, 2)  # the course's call is unchanged
+
+
+def test_predict_one_image_errors(learn, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        learn.predict(tmp_path / 'nope.jpg')
+    with pytest.raises(TypeError, match=r'an image \(a file name, a Path or a PIL image\); got list'):
+        learn.predict(['a.jpg'])
 
 
 def test_missing_test_set_is_a_clear_error(get_data, get_learner, tmp_path):

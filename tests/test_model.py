@@ -1,5 +1,5 @@
 """The training loop without a learner: ArrayLoader batching, validate's weighting, the loop's
-hooks and stop flag, predict order, epoch counts and the progress bar's fallbacks."""
+hooks and stop flag, predict order, epoch counts and what the loop shows on its bar."""
 from __future__ import annotations
 
 import numpy as np
@@ -149,14 +149,28 @@ def test_epochs_for(args, n):
     assert epochs_for(*args) == n
 
 
-def test_progress_bar_falls_back_to_text_without_ipywidgets(monkeypatch):
-    import tqdm.notebook
+def test_fit_shows_epoch_of_n_and_the_loss_on_its_bar(monkeypatch):
+    """The loop names the pass and feeds the smoothed loss to the bar (display is progress.py's)."""
+    bars = []
 
-    def no_widgets(*args, **kwargs):
-        raise ImportError('IProgress not found. Please update jupyter and ipywidgets.')
+    class Bar(list):
+        def __init__(self, iterable, total, desc, quiet):
+            super().__init__(iterable)
+            self.desc, self.quiet, self.postfix, self.closed = desc, quiet, None, False
+            bars.append(self)
 
-    monkeypatch.setattr(model_mod, '_in_notebook', lambda: True)
-    monkeypatch.setattr(tqdm.notebook, 'tqdm', no_widgets)
-    bar = model_mod._progress(range(3), 3, False, 'epoch 0')
-    assert list(bar) == [0, 1, 2]
-    assert list(model_mod._progress(range(2), 2, True, 'quiet')) == [0, 1]
+        def set_postfix_str(self, s, refresh=True):
+            self.postfix = s
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(model_mod, 'progress_bar',
+                        lambda it, total=None, desc='', *, quiet=False: Bar(it, total, desc, quiet))
+    trn, val = _problem()
+    net = nn.Linear(4, 2)
+    fit(net, trn, val, LayerOptimizer(None, [net], 0.1), F.cross_entropy, 2)
+    epoch_bars = [b for b in bars if b.desc.startswith('epoch')]
+    assert [b.desc for b in epoch_bars] == ['epoch 1/2', 'epoch 2/2']
+    assert all(b.closed and not b.quiet and b.postfix.startswith('loss 0.') for b in epoch_bars)
+    assert [b.desc for b in bars if b.desc == 'validating'] == ['validating'] * 2

@@ -3,6 +3,7 @@ digits when the photos are absent), 64 px, one cycle per fit, in a temporary fol
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -57,10 +58,42 @@ def _text(cell) -> str:
 PLOT_CALL = re.compile(r'\bplot\w*\(')  # plots_from_files(, sched.plot(, plot_lr(, ...
 
 
-@pytest.mark.parametrize('data', ['photos', 'digits'])
-def test_lesson1_runs(data, tmp_path, monkeypatch):
+WIDGET = 'application/vnd.jupyter.widget-view+json'
+
+
+def _hide_ipywidgets(tmp_path: Path, monkeypatch) -> None:
+    """The kernel finds an `ipywidgets` that fails to import, as where it is not installed."""
+    hide = tmp_path / 'hide'
+    (hide / 'ipywidgets').mkdir(parents=True)
+    (hide / 'ipywidgets' / '__init__.py').write_text("raise ImportError('hidden by the test')\n")
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(hide), os.environ.get('PYTHONPATH')])))
+
+
+def _check_progress(code: list, widgets: bool) -> None:
+    """Training shows a bar (a widget, or text naming 'epoch 1/1' without ipywidgets) and the
+    epoch table as HTML; TTA shows its passes."""
+    train = [c for c in code if 'learn.precompute = False' in c.source and 'learn.fit(' in c.source]
+    tta = [c for c in code if 'learn.TTA()' in c.source]
+    assert len(train) == 1 and len(tta) == 1
+    for cell, name in ((train[0], 'epoch 1/1'), (tta[0], 'TTA 1/5')):
+        bars = [o for o in cell.outputs if WIDGET in o.get('data', {})]
+        stderr = ''.join(o.text for o in cell.outputs if o.output_type == 'stream' and o.name == 'stderr')
+        if widgets:
+            assert bars, f'no widget bar in {cell.source[:40]!r}'
+        else:
+            assert not bars and name in stderr and '%|' in stderr, stderr
+    tables = [o['data']['text/html'] for o in train[0].outputs if 'text/html' in o.get('data', {})]
+    assert len(tables) == 1 and tables[0].startswith('<table') and '<th>accuracy</th>' in tables[0]
+
+
+@pytest.mark.parametrize('data, widgets', [('photos', True), ('digits', True), ('digits', False)])
+def test_lesson1_runs(data, widgets, tmp_path, monkeypatch):
     if data == 'photos' and not (DOGSCATS / 'train').is_dir():
         pytest.skip(f'{DOGSCATS} is not present')
+    if widgets:
+        pytest.importorskip('ipywidgets')
+    else:
+        _hide_ipywidgets(tmp_path, monkeypatch)
     settings = {'FASTLEARN_LESSON_PATH': str(DOGSCATS) if data == 'photos' else 'digits',
                 'FASTLEARN_LESSON_SUBSET': '40' if data == 'photos' else '16',
                 'FASTLEARN_LESSON_SZ': '64', 'FASTLEARN_LESSON_BS': '16',
@@ -92,6 +125,7 @@ def test_lesson1_runs(data, tmp_path, monkeypatch):
     blank = [c.source for c in code if PLOT_CALL.search(c.source)
              and not any('image/png' in o.get('data', {}) for o in c.outputs)]
     assert not blank, f'cells that plot but show no figure: {blank}'
+    _check_progress(code, widgets)
     acc_cells = [c for c in code if 'accuracy' in c.metadata.get('tags', [])]
     assert len(acc_cells) == 1
     m = re.search(r'accuracy with TTA: ([0-9.]+)', _text(acc_cells[0]))

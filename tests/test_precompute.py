@@ -361,3 +361,4 @@ def test_tta_with_precompute_on_runs_the_full_model(learn):
     assert log_preds.shape == (3, 8, 2)
     np.testing.assert_allclose(log_preds[0], learn.predict(), atol=1e-5)
     np.testing.assert_array_equal(y, learn.data.val_y)
+
