@@ -81,6 +81,7 @@ class RecipeResult:
     learn: Any = field(default=None, repr=False)
     best: tuple[str, int] | None = None
     lrs_note: str = ''
+    history: list[tuple[str, int, float]] = field(default_factory=list)  # (phase, epoch, accuracy)
 
 
 
@@ -116,7 +117,10 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
                                        device=device)
     if bn_freeze is not None:
         learn.bn_freeze(bn_freeze)
-    settings += f'; once unfrozen, BatchNorm {"frozen" if learn._bn_freeze else "trains"}'
+    if not learn._bn_freeze:  # the table's body clip is for frozen BatchNorm (archs.py says why)
+        learn.clip = None
+    settings += (f'; once unfrozen, BatchNorm {"frozen" if learn._bn_freeze else "trains"}, '
+                 f'gradient clip {learn.clip or "none"}')
     files, suggested = {}, None
     if lr is None:
         lr, suggested = choose_lr(learn)
@@ -131,7 +135,8 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
     r = RecipeResult(acc, acc_tta, lr, suggested, lrs.tolist(), recipe_epochs(epochs),
                      time.perf_counter() - start, [str(c) for c in data.classes], len(data.trn_ds),
                      len(data.val_ds), settings, Path(path).resolve(), out, files, learn,
-                     best.where, lr_note)
+                     best.where, lr_note, [(PHASES[p], e, m[1]) for p, sc in enumerate(scheds)
+                                           for e, m in enumerate(sc.epoch_metrics)])
     from .core import atomic_write
     with atomic_write(out / 'report.md', 'w') as f:
         f.write(_report(r, scheds))

@@ -487,11 +487,11 @@ class Learner:
                             f'or a PIL image); got {type(image).__name__}')
         if getattr(self.data, 'is_reg', False):
             raise ValueError('predict(image) names a class and this is a regression model; use '
-                             'learn.predict_array(val_tfms(open_image(f))[0][None]) for its output')
+                             'learn.predict_array(val_tfms(open_image(f))[None]) for its output')
         tfms = self.data.val_dl.dataset.transform
         im = (image if hasattr(image, 'convert') else
               open_image(image, getattr(tfms, 'draft_size', None))).convert('RGB')
-        x = tfms(im)[0] if tfms is not None else torch.from_numpy(np.array(im)).permute(2, 0, 1)
+        x = tfms(im) if tfms is not None else torch.from_numpy(np.array(im)).permute(2, 0, 1)
         out = self.predict_array(x[None])[0]
         classes = list(self.data.classes)
         if getattr(self.data, 'is_multi', False):
