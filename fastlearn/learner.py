@@ -152,7 +152,9 @@ class Learner:
         self.freeze_to(0)
 
     def bn_freeze(self, b: bool) -> None:
-        """Keep every BatchNorm layer in eval mode, trainable groups included (`bn_freeze(True)`)."""
+        """Keep the body's BatchNorm layers (every layer group but the head) in eval mode, trainable
+        groups included (`bn_freeze(True)`): their statistics stay the pretrained ones. The head's
+        BatchNorm layers are new and keep learning theirs."""
         self._bn_freeze = b
 
     def trainable_groups(self) -> list[bool]:
@@ -167,9 +169,10 @@ class Learner:
             if not trainable:
                 g.eval()
         if self._bn_freeze:
-            for m in model.modules():
-                if isinstance(m, _BN):
-                    m.eval()
+            for g in self.layer_groups[:-1]:
+                for m in g.modules():
+                    if isinstance(m, _BN):
+                        m.eval()
 
     # --- training ----------------------------------------------------------------------------
     def _training_setup(self) -> tuple[nn.Module, Any, Any]:
@@ -542,7 +545,7 @@ class Learner:
         lrs = ('[' + ', '.join(f'{lr:.3g}' for lr in self.layer_opt.lrs) + ']'
                if self.layer_opt else 'not set (no fit yet)')
         lines = [f'{type(self).__name__}: {len(self.layer_groups)} layer groups, lrs {lrs}',
-                 f'  once unfrozen: BatchNorm {"frozen" if self._bn_freeze else "trains"}, '
+                 f'  once unfrozen: body BatchNorm {"frozen" if self._bn_freeze else "trains"}, '
                  f'gradient clip {_clip_text(self.clip)}']
         for i, (g, t) in enumerate(zip(self.layer_groups, self.trainable_groups())):
             n = sum(p.numel() for p in g.parameters())

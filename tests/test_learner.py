@@ -157,14 +157,16 @@ def test_frozen_body_batchnorm_is_unchanged_by_a_fit_without_precompute(learn):
     assert same(bn_stats(learn.model.body), body)
 
 
-def test_bn_freeze_keeps_every_batchnorm_in_eval(learn):
+def test_bn_freeze_keeps_the_bodys_batchnorm_in_eval_and_the_head_learning(learn):
     learn.unfreeze()
     learn.bn_freeze(True)
-    before = bn_stats(learn.model)
-    rec = Recording()
-    learn.fit(1e-3, 1, callbacks=[rec])
-    assert rec.bn_training and not any(rec.bn_training)
-    assert same(bn_stats(learn.model), before)
+    body, head = bn_stats(learn.model.body), bn_stats(learn.model.head)
+    learn.fit(1e-3, 1)
+    assert same(bn_stats(learn.model.body), body)
+    assert head and not same(bn_stats(learn.model.head), head), "the new head's statistics train"
+    learn._train_mode(learn.model)
+    assert not any(m.training for m in bns(learn.model.body))
+    assert all(m.training for m in bns(learn.model.head))
 
 
 # --- schedules through the learner --------------------------------------------------------------
