@@ -256,19 +256,24 @@ class Learner:
     def _check_batch_norm_batches(self) -> None:
         """BatchNorm cannot train on a batch of one image (torch: "Expected more than 1 value per
         channel"); loaders drop or merge a last batch of one, so only a one-image training set or
-        bs=1 gets here. Say so before training starts."""
+        bs=1 gets here. Say so before training starts, and offer `bn_freeze(True)` only where it
+        would help: it fixes the body's statistics, never the new head's."""
         ds, bs = getattr(self.data, 'trn_ds', None), getattr(self.data, 'bs', None)
-        if ds is None or bs is None or self._bn_freeze or (len(ds) != 1 and bs != 1):
+        if ds is None or bs is None or (len(ds) != 1 and bs != 1):
             return
-        if not any(isinstance(m, _BN) for g, t in zip(self.layer_groups, self.trainable_groups())
-                   if t for m in g.modules()):
+        last = len(self.layer_groups) - 1
+        training = [i for i, (g, t) in enumerate(zip(self.layer_groups, self.trainable_groups()))
+                    if t and (i == last or not self._bn_freeze)
+                    for m in g.modules() if isinstance(m, _BN)]
+        if not training:
             return
         cause = (f'the training set has 1 image ({getattr(ds, "fnames", ["?"])[0]})'
                  if len(ds) == 1 else 'bs=1 gives batches of one image')
+        fix = ('' if last in training else
+               ', or call learn.bn_freeze(True) to train with the body\'s BatchNorm statistics fixed')
         raise ValueError(f'{cause}, and the BatchNorm layers being trained need at least 2 images '
                          'per batch to compute their statistics; add training images (2 or more) '
-                         'and use bs of 2 or more, or call learn.bn_freeze(True) to train with '
-                         'BatchNorm statistics fixed')
+                         f'and use bs of 2 or more{fix}')
 
     def _run(self, layer_opt: LayerOptimizer, n_epochs: int, callbacks: list[Any], *,
              metrics: Sequence[Callable] | None = None, quiet: bool | None = None,

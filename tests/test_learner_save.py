@@ -154,23 +154,43 @@ def test_a_one_image_training_set_says_why_and_how(get_learner, tiny_arch, tmp_p
                                               tfms=tfms_from_model(tiny_arch, 32))
     for precompute in (False, True):
         learn = get_learner(data, precompute=precompute)
+        learn.bn_freeze(True)           # fixes the body's statistics, never the new head's
         before = weights(learn)
         with pytest.raises(ValueError, match=r'the training set has 1 image \(train/ants/ants_000\.png\)'
                                              r'.*BatchNorm.*at least 2 images per batch.*'
-                                             r'learn\.bn_freeze\(True\)'):
+                                             r'add training images') as e:
             learn.fit(1e-2, 1)
+        assert 'bn_freeze' not in str(e.value)     # it would not help: the head's BatchNorm trains
         with pytest.raises(ValueError, match='the training set has 1 image'):
             learn.lr_find()
         assert same_weights(weights(learn), before)
-        learn.bn_freeze(True)                                  # the fix the message offers
-        learn.fit(1e-2, 1)
-        assert not same_weights(weights(learn), before)
+
+
+def _linear_head_learner(data):
+    """The tiny body with a plain linear head: only the body has BatchNorm."""
+    from torch import nn
+
+    from fastlearn.learner import Learner
+    from tiny import TinyNet
+    net = TinyNet()
+    body = nn.Sequential(net.block1, net.block2, net.block3)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, data.c))
+    return Learner(data, nn.Sequential(body, head), [body, head], device='cpu', quiet=True)
 
 
 def test_bs_one_says_why_and_how(get_data, get_learner):
     learn = get_learner(get_data(bs=1))
-    with pytest.raises(ValueError, match=r'bs=1 gives batches of one image.*bn_freeze'):
+    with pytest.raises(ValueError, match=r'bs=1 gives batches of one image.*use bs of 2') as e:
         learn.fit(1e-2, 1)
+    assert 'bn_freeze' not in str(e.value)
+    plain = _linear_head_learner(get_data(bs=1))             # BatchNorm in the body only
+    before = weights(plain)
+    with pytest.raises(ValueError, match=r'bs=1 gives batches of one image.*learn\.bn_freeze\(True\)'):
+        plain.fit(1e-2, 1)
+    assert same_weights(weights(plain), before)
+    plain.bn_freeze(True)                                    # the fix the message offers
+    plain.fit(1e-2, 1)
+    assert not same_weights(weights(plain), before)
 
 
 def test_every_written_file_gets_the_umask_permissions(get_data, get_learner, tmp_path):
