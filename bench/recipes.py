@@ -56,7 +56,7 @@ def _tta(learn: ConvLearner) -> float:
     return accuracy(np.mean(np.exp(log_preds), 0), y)
 
 
-def course(path: Path, sz: int, out: Path, digits: bool) -> list[tuple[str, float]]:
+def course(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tuple[str, float]]:
     learn = _learner(_data(path, sz, digits), out, digits)
     phases = [('cache', learn.fit(1e-2, 1)[1])]
     learn.precompute = False
@@ -72,7 +72,7 @@ def course(path: Path, sz: int, out: Path, digits: bool) -> list[tuple[str, floa
     return phases + [('TTA', _tta(learn))]
 
 
-def fine_tune(path: Path, sz: int, out: Path, digits: bool) -> list[tuple[str, float]]:
+def fine_tune(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tuple[str, float]]:
     learn = _learner(_data(path, sz, digits), out, digits)
     learn.precompute = False
     accs: list[float] = []
@@ -85,9 +85,9 @@ def fine_tune(path: Path, sz: int, out: Path, digits: bool) -> list[tuple[str, f
         [('TTA', _tta(learn))]
 
 
-def train(path: Path, sz: int, out: Path, digits: bool) -> list[tuple[str, float]]:
+def train(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tuple[str, float]]:
     settings = {k: DEMO[k] for k in ('aug', 'lr_ratio', 'workers', 'bn_freeze')} if digits else {}
-    r = run_recipe(path, 'efficientnet_lite0', out / 'train', sz=sz, quiet=True, **settings)
+    r = run_recipe(path, 'efficientnet_lite0', out / 'train', sz=sz, quiet=True, seed=seed, **settings)
     short = {'head, precomputed': 'cache', 'head, augmented': 'augmented', 'all layers': 'unfrozen'}
     return [(f'{short[p]} {e}', a) for p, e, a in r.history] + [('kept', r.accuracy),
                                                                  ('TTA', r.accuracy_tta)]
@@ -113,7 +113,7 @@ def main() -> None:
                 for seed in args.seeds:
                     set_seed(seed)
                     start = time.perf_counter()
-                    phases = RECIPES[recipe](path, sz, args.out / f'{name}-{sz}-{recipe}-{seed}', digits)
+                    phases = RECIPES[recipe](path, sz, args.out / f'{name}-{sz}-{recipe}-{seed}', digits, seed)
                     first, final = phases[0][1], phases[-1][1]
                     verdict = 'ok' if final >= first else 'WORSE than the first head phase'
                     print(f'{name:<8} sz {sz:<3} {recipe:<9} seed {seed}: '
