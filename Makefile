@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fastlearn-installed
 
-.PHONY: demo test test-slow real-data bench notebook clean
+.PHONY: demo test test-slow real-data bench notebook docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,12 @@ $(NB_STAMP): $(STAMP)
 notebook: $(NB_STAMP)
 	$(VENV)/bin/jupyter lab examples/lesson1.ipynb
 
+# The docs site in site/: docs/*.md and the API reference rendered from the docstrings.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
