@@ -265,6 +265,18 @@ def test_train_shards_split_rank_0s_batches_and_drop_a_last_one_too_small(monkey
     assert [list(s) for s in shards] == [[[5, 2, 7], [4, 9, 8]], [[0, 1, 3], [6, 10, 11]]]
 
 
+def test_batches_too_small_to_share_are_refused(monkeypatch):
+    monkeypatch.setattr(distributed, '_active', lambda: True)
+    monkeypatch.setattr(distributed.dist, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(distributed.dist, 'get_rank', lambda: 0)
+    dl = torch.utils.data.DataLoader(list(range(12)), batch_size=3, shuffle=True)
+    with pytest.raises(ValueError, match=r'batches of 3 cannot be shared by 2 processes: each needs at '
+                                         r'least 2 items .* use bs of at least 4 or fewer processes'):
+        distributed.shard_train(dl)
+    shard = distributed.shard_train(torch.utils.data.DataLoader(list(range(12)), batch_size=5, shuffle=True))
+    assert len(shard) == 2 and shard.batch_sampler.world == 2  # 5, 5, 2: the last is left out
+
+
 def test_loaders_report_their_batch_sizes(get_data):
     from fastlearn.precompute import ArrayLoader
     data = get_data(bs=5)  # 24 train images: 4 of 5 and one of 4
