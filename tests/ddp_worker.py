@@ -5,8 +5,8 @@ process itself, as the one-process reference):
         train DATA OUT WEIGHTS
 
 `train`: the tiny architecture with a head without BatchNorm or dropout (so one process and two
-compute the same function of the same global batches), every layer group trained one epoch with
-the body's BatchNorm frozen, saved, loaded, predicted; then a precompute learner (the standard
+compute the same function of the same global batches), lr_find, then every layer group trained one
+epoch with the body's BatchNorm frozen, saved, loaded, predicted; then a precompute learner (the standard
 head) fills the cache, trains the head and exports. Every file any process opens for writing is
 recorded, and each process leaves what it saw in OUT/result_<rank>.npz; a save that rank 0
 cannot write raises its error in every process.
@@ -69,6 +69,7 @@ def train(data_dir: Path, out: Path, weights: Path) -> dict:
     learn = learner(arch, data, out, custom_head=head)
     learn.unfreeze()
     learn.bn_freeze(True)
+    finder = learn.lr_find(end_lr=1, num_it=3).losses  # then the weights are put back
     vals = learn.fit(1e-2, 1)
     weights_after = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     learn.save('ddp')
@@ -87,7 +88,7 @@ def train(data_dir: Path, out: Path, weights: Path) -> dict:
     pre_vals = pre.fit(1e-2, 1)
     acts = pre.activations('trn')
     pre.export(out / 'export.pth')
-    result = {'vals': np.array(vals), 'error': np.array(error), 'preds': preds, 'tta': tta, 'repr': np.array(text),
+    result = {'vals': np.array(vals), 'error': np.array(error), 'lr_find': np.array(finder), 'preds': preds, 'tta': tta, 'repr': np.array(text),
               'pre_vals': np.array(pre_vals), 'acts': acts,
               'head': np.concatenate([p.detach().reshape(-1).numpy() for p in pre.model.head.parameters()]),
               **{f'w:{k}': v.numpy() for k, v in weights_after.items()}}

@@ -115,11 +115,13 @@ def test_one_epoch_on_two_processes_gives_one_process_weights(two, reference, se
     assert len(moved) == 3 and min(moved) > 1e-4, moved
 
 
-def test_validation_metrics_and_predictions_agree_across_ranks(two, reference):
+def test_metrics_lr_find_and_predictions_agree_across_ranks(two, reference):
     _, _, (r0, r1) = two
-    for k in ('vals', 'pre_vals', 'preds', 'tta', 'acts', 'head'):
+    for k in ('vals', 'pre_vals', 'preds', 'tta', 'acts', 'head', 'lr_find'):
         np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
     np.testing.assert_allclose(r0['vals'], reference['vals'], atol=1e-6)
+    assert len(r0['lr_find']) >= 2  # lr_find's smoothed losses of the global batches
+    np.testing.assert_allclose(r0['lr_find'], reference['lr_find'], atol=1e-6)
     np.testing.assert_allclose(r0['preds'], reference['preds'], atol=1e-5)  # gathered, in order
     assert r0['preds'].shape == (8, 2) and r0['tta'].shape == (2, 8, 2)
     np.testing.assert_allclose(r0['acts'], reference['acts'], atol=1e-5)  # sharded cache fill
