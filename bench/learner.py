@@ -324,6 +324,8 @@ def main() -> None:
     warnings.simplefilter('ignore')  # precompute's augmentation warning, once per learner
     torch.manual_seed(0)
     args.device = torch.device(args.device) if args.device else default_device()
+    if 'fp16' in args.precision and args.device.type != 'cuda':
+        ap.error('--precision fp16 needs --device cuda (learn.to_fp16() trains in float32 elsewhere)')
 
     tfms = tfms_from_model(efficientnet_lite0, args.sz, aug_tfms=transforms_side_on, max_zoom=1.1)
     data = ImageClassifierData.from_paths(args.data, bs=args.bs, tfms=tfms,
