@@ -30,7 +30,7 @@ from tiny import tiny_arch_with
 
 from fastlearn.archs import register_arch
 from fastlearn.conv_learner import ConvLearner, ImageClassifierData, set_seed, tfms_from_model
-from fastlearn.distributed import rank
+from fastlearn.distributed import rank, shard_eval, shard_train
 
 WRITTEN: list[str] = []
 
@@ -88,7 +88,11 @@ def train(data_dir: Path, out: Path, weights: Path) -> dict:
     pre_vals = pre.fit(1e-2, 1)
     acts = pre.activations('trn')
     pre.export(out / 'export.pth')
-    result = {'vals': np.array(vals), 'error': np.array(error), 'lr_find': np.array(finder), 'preds': preds, 'tta': tta, 'repr': np.array(text),
+    # what each process reads: its share of every training batch, its part of the validation set
+    trn_share = [len(b) for b in shard_train(data.trn_dl).batch_sampler]
+    val_share = [i for b in shard_eval(data.val_dl)[0].batch_sampler for i in b]
+    result = {'trn_share': np.array(trn_share), 'val_share': np.array(val_share),
+              'vals': np.array(vals), 'error': np.array(error), 'lr_find': np.array(finder), 'preds': preds, 'tta': tta, 'repr': np.array(text),
               'pre_vals': np.array(pre_vals), 'acts': acts,
               'head': np.concatenate([p.detach().reshape(-1).numpy() for p in pre.model.head.parameters()]),
               **{f'w:{k}': v.numpy() for k, v in weights_after.items()}}

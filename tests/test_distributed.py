@@ -115,6 +115,13 @@ def test_one_epoch_on_two_processes_gives_one_process_weights(two, reference, se
     assert len(moved) == 3 and min(moved) > 1e-4, moved
 
 
+def test_each_process_reads_its_share(two, reference):
+    _, _, (r0, r1) = two
+    assert list(reference['trn_share']) == [8, 8, 8] and list(reference['val_share']) == list(range(8))
+    assert list(r0['trn_share']) == list(r1['trn_share']) == [4, 4, 4]  # half of each global batch
+    assert list(r0['val_share']) == [0, 1, 2, 3] and list(r1['val_share']) == [4, 5, 6, 7]
+
+
 def test_metrics_lr_find_and_predictions_agree_across_ranks(two, reference):
     _, _, (r0, r1) = two
     for k in ('vals', 'pre_vals', 'preds', 'tta', 'acts', 'head', 'lr_find'):
