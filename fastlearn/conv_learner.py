@@ -34,6 +34,7 @@ from .core import VV, T, V, children, to_gpu, to_np, user_stacklevel
 from .data_block import ImageFileList, ImageItemList, SegmentationItemList
 from .core import set_seed
 from .dataset import ImageClassifierData, get_cv_idxs
+from .distributed import main_only
 from .export import export_learner, load_learner
 from .images import open_image
 from .layers import Flatten, create_head, num_features, pool_flatten
@@ -173,14 +174,16 @@ class ConvLearner(Learner):
         ds = dl.dataset  # for 'trn' the train images under validation transforms
         # repr(body) holds layer settings (BatchNorm eps, ...) that the weights digest does not.
         key = cache_key(arch=f'{self.arch_name}\n{self.model.body!r}', weights=self._digest(self.model.body),
-                        xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds)
+                        xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds,
+                        precision=self.precision)
         if (split, key) not in self._acts:
             features = nn.Sequential(self.model.body, self.model.pool)
             self._acts = {k: v for k, v in self._acts.items() if k[0] != split}
             prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
             self._acts[split, key] = cached_activations(
                 features, dl, self.tmp_path, prefix, key, device=self.device,
-                channels_last=self.channels_last, desc=None if self.quiet else f'precompute {split}')
+                channels_last=self.channels_last, desc=None if self.quiet else f'precompute {split}',
+                precision=self.precision)
         return self._acts[split, key]
 
     def get_activations(self, force: bool = False) -> list[np.ndarray | None]:
@@ -193,12 +196,15 @@ class ConvLearner(Learner):
                              'builds; this model (from_model_data) has none')
         if force:
             self._acts.clear()
-            for split in _SPLITS:
-                prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
-                for f in (self.tmp_path.glob(f'{prefix}_*.npy') if self.tmp_path.is_dir() else ()):
-                    f.unlink()
+            main_only(self._remove_cache)
         return [self.activations(s) if s != 'test' or self.data.test_dl is not None else None
                 for s in _SPLITS]
+
+    def _remove_cache(self) -> None:
+        for split in _SPLITS:
+            prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
+            for f in (self.tmp_path.glob(f'{prefix}_*.npy') if self.tmp_path.is_dir() else ()):
+                f.unlink()
 
     def save_fc1(self) -> None:
         """The course's `learn.save_fc1()`: compute (or find) and store under `tmp/` the body's
@@ -229,7 +235,8 @@ class ConvLearner(Learner):
         ds = getattr(self.data, _SPLITS[split][0])
         dl = ArrayLoader(self.activations(split), ds.y, self.data.bs)
         with head_threads(self.device):
-            return predict_dl(self.model.head, dl, activation=self.activation, device=self.device)
+            return predict_dl(self.model.head, dl, activation=self.activation, device=self.device,
+                              precision=self.precision)
 
     def freeze_to(self, n: int) -> None:
         super().freeze_to(n)

@@ -279,14 +279,15 @@ def num_cpus() -> int:
 
 
 def default_num_workers() -> int:
-    """Loader worker processes that suit this machine.
+    """Loader worker processes that suit this machine: one per core (at most 8), shared among
+    the processes a launcher started on it (torchrun's `LOCAL_WORLD_SIZE`).
 
     macOS and Windows start workers by spawning, which breaks in notebooks and in scripts
     without a `__main__` guard, so there the default is to load in the main process.
     """
     if sys.platform in ('darwin', 'win32'):
         return 0
-    return min(num_cpus(), 8)
+    return min(num_cpus() // max(int(os.environ.get('LOCAL_WORLD_SIZE', 1)), 1), 8)
 
 
 def set_seed(seed: int = 42) -> None:

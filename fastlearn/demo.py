@@ -102,6 +102,8 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
     from .archs import ARCHS
     from .conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
     from .core import set_seed
+    from .distributed import is_main, main_only
+    quiet = quiet or not is_main()  # under torchrun, rank 0 reports and writes; all train
     start, out, say = time.perf_counter(), Path(out).resolve(), _say(quiet)
     set_seed(seed)
     a = ARCHS[arch]  # the table's row: its stats, not those timm has for the same name
@@ -124,23 +126,28 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
     files, suggested = {}, None
     if lr is None:
         lr, suggested = choose_lr(learn)
-        files['learning-rate finder'] = _save(_plot_lr_find(learn.sched, lr), out / 'lr_find.png')
+        files['learning-rate finder'] = main_only(lambda: _save(_plot_lr_find(learn.sched, lr),
+                                                                out / 'lr_find.png'))
         say(f'lr {lr:.3g} (lr_find suggested {suggested:.3g}, kept within {LR_RANGE[0]:g}..{LR_RANGE[1]:g})')
     scheds, lrs, lr_note, best = _train(learn, lr, lr_ratio, epochs, say)
     if best.restore(learn):
         say(f'kept the best epoch: {best.where[0]}, epoch {best.where[1]} '
             f'(accuracy {best.metrics[1]:.4f}); the last epoch was worse')
     acc, acc_tta, res = _evaluate(learn)
-    files.update(_write_outputs(learn, res, scheds, out))
+    files.update(main_only(_write_outputs, learn, res, scheds, out))
     r = RecipeResult(acc, acc_tta, lr, suggested, lrs.tolist(), recipe_epochs(epochs),
                      time.perf_counter() - start, [str(c) for c in data.classes], len(data.trn_ds),
                      len(data.val_ds), settings, Path(path).resolve(), out, files, learn,
                      best.where, lr_note, [(PHASES[p], e, m[1]) for p, sc in enumerate(scheds)
                                            for e, m in enumerate(sc.epoch_metrics)])
-    from .core import atomic_write
-    with atomic_write(out / 'report.md', 'w') as f:
-        f.write(_report(r, scheds))
+    main_only(_write_text, out / 'report.md', _report(r, scheds))
     return r
+
+
+def _write_text(path: Path, text: str) -> None:
+    from .core import atomic_write
+    with atomic_write(path, 'w') as f:
+        f.write(text)
 
 
 def _train(learn: Any, lr: float, ratio: float, n: int, say) -> tuple[list, Any, str, Any]:

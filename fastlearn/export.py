@@ -23,6 +23,7 @@ from torch import nn
 
 from .archs import arch_for, get_body
 from .core import atomic_write, check_state_dict, default_device, load_tensors, to_np
+from .distributed import main_only
 from .images import open_image
 from .layers import create_head, num_features, pool_flatten
 from .transforms import CropType, tfms_from_stats
@@ -51,7 +52,10 @@ def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
             'stats': [list(map(float, s)) for s in tfms.stats],
             'crop_type': int(tfms.crop_type), **learn.head_config,
             'state_dict': {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
-    path = Path(fname)
+    return main_only(_write, meta, Path(fname))  # one writer however many processes train
+
+
+def _write(meta: dict, path: Path) -> Path:
     _check_rebuilds(meta, path)
     with atomic_write(path) as f:
         torch.save(meta, f)

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import atomic_write, check_state_dict, default_device, listify, load_tensors, to_np
+from .core import atomic_write, check_state_dict, listify, load_tensors, to_np
+from .distributed import describe, init_distributed, main_only, process_device, sync_module
 from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_momentum
 from .images import open_image
 from .metrics import accuracy, accuracy_thresh
@@ -24,6 +25,7 @@ from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
 from .guards import DivergenceGuard
 from .one_cycle import OneCycle
+from .precision import FP32, mixed_precision
 from .sgdr import CosAnneal, CycleSaver, LR_Finder, Recorder, SaveBestModel
 from .summary import ModelSummary, model_summary
 
@@ -86,6 +88,11 @@ def _plain(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
+def _write(state: Any, path: Path) -> None:
+    with atomic_write(path) as f:
+        torch.save(state, f)
+
+
 def _resolve(base: Path, name: str | os.PathLike) -> Path:
     # As in the course, an absolute name escapes a read-only dataset folder.
     return Path(name) if Path(name).is_absolute() else Path(base) / name
@@ -107,13 +114,15 @@ class Learner:
                  device: torch.device | str | None = None, channels_last: bool | None = None,
                  quiet: bool = False) -> None:
         self.data, self.layer_groups = data, list(layer_groups)
-        self.device = torch.device(device) if device else default_device()
+        self.device = process_device(device)  # under torchrun, this process's own GPU
         # channels-last runs convolutions 1.3-1.7x faster on CPUs and tensor cores alike.
         has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
         self.channels_last = has_conv if channels_last is None else channels_last
         self.model = model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        sync_module(self.model)  # several processes start from rank 0's (random) head
+        self.precision = FP32
         loss, self.activation, default_metrics = _task_defaults(data)
         self.crit = crit or loss
         self.metrics = list(default_metrics if metrics is None else metrics)
@@ -287,7 +296,7 @@ class Learner:
                             train_mode=lambda: self._train_mode(model), learn=self,
                             device=self.device, channels_last=self.channels_last, clip=self.clip,
                             quiet=self.quiet if quiet is None else quiet,
-                            progress=model is self.model, desc=desc)
+                            progress=model is self.model, desc=desc, precision=self.precision)
 
     def fit_one_cycle(self, n_epochs: int, max_lr: Any = 1e-2, wds: Any = None, *,
                       pct_start: float = 0.25, div: float = 25.0, final_div: float = 1e4,
@@ -389,8 +398,7 @@ class Learner:
             state = {'format': CHECKPOINT, 'model': state,
                      'opt': _plain(self.layer_opt.state_dict()) if self.layer_opt else None}
         try:
-            with atomic_write(path) as f:
-                torch.save(state, f)
+            main_only(_write, state, path)  # one writer however many processes train
         except OSError as e:
             hint = (f" If {path.parent} is read-only, pass models_name='/a/writable/folder' when "
                     'creating the learner, or save to an absolute path.'
@@ -469,7 +477,8 @@ class Learner:
         """`preds, y = learn.predict_dl_with_targs(dl)`: predictions and targets for any
         loader, through the full model, in loader order."""
         return predict_dl(self.model, dl, activation=self.activation, device=self.device,
-                          channels_last=self.channels_last, desc=None if self.quiet else desc)
+                          channels_last=self.channels_last, desc=None if self.quiet else desc,
+                          precision=self.precision)
 
     def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`(log_preds, targets)` for the validation (or test) set, in loader order."""
@@ -513,9 +522,9 @@ class Learner:
         """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[None]`."""
         x = torch.as_tensor(x, dtype=torch.float32)
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision.autocast(self.device):
             out = self.model(to_device(x, self.device, self.channels_last))
-        return to_np(self.activation(out))
+        return to_np(self.activation(out.float()))
 
     def _eval_dl(self, is_test: bool, augmented: bool = False) -> Any:
         dl = (self.data.test_aug_dl if augmented else self.data.test_dl) if is_test else \
@@ -537,6 +546,32 @@ class Learner:
         return np.stack([preds] + [self.predict_dl(aug_dl, desc=f'TTA {i + 2}/{n_aug + 1}')
                                    for i in range(n_aug)]), y
 
+    # --- how and where it computes (precision.py, distributed.py) ------------------------------
+    def to_fp16(self) -> 'Learner':
+        """`learn.to_fp16()`: float16 autocast with a gradient scaler on CUDA (else float32)."""
+        self.precision = mixed_precision('fp16', self.device)
+        return self
+
+    def to_bf16(self) -> 'Learner':
+        """`learn.to_bf16()`: bfloat16 autocast, on CUDA or the CPU (weights stay float32)."""
+        self.precision = mixed_precision('bf16', self.device)
+        return self
+
+    def to_fp32(self) -> 'Learner':
+        """`learn.to_fp32()`: float32 everywhere again."""
+        self.precision = FP32
+        return self
+
+    def half(self) -> 'Learner':
+        """The course's `learn.half()`: `to_fp16()`."""
+        return self.to_fp16()
+
+    def distributed(self) -> 'Learner':
+        """`learn = ConvLearner.pretrained(...).distributed()`: train on the processes torchrun
+        started, and fail at once if there are none (under torchrun it happens anyway)."""
+        init_distributed()
+        return self
+
     # --- what it is --------------------------------------------------------------------------
     def summary(self) -> ModelSummary:
         """`learn.summary()`: a table of every layer with its output shape for one training
@@ -555,4 +590,6 @@ class Learner:
         for i, (g, t) in enumerate(zip(self.layer_groups, self.trainable_groups())):
             n = sum(p.numel() for p in g.parameters())
             lines.append(f'  group {i}: {"trainable" if t else "frozen   "} {n:>11,} params')
-        return '\n'.join(lines)
+        procs = describe()
+        extra = [f'  trains on {procs}' if procs else None, self.precision.describe()]
+        return '\n'.join(lines + [e for e in extra if e])

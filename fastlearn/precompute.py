@@ -7,6 +7,7 @@ covers everything that changes the activations, and a stale file is never served
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import re
@@ -20,7 +21,9 @@ import torch
 from torch import nn
 
 from .core import atomic_write
+from .distributed import all_agree, main_only
 from .model import predict_dl
+from .precision import FP32, Precision
 
 __all__ = ['cache_key', 'weights_digest', 'BodyDigest', 'compute_activations', 'cached_activations',
            'cache_prefix', 'ArrayLoader', 'head_threads']
@@ -74,9 +77,12 @@ class BodyDigest:
         self._stamp = None
 
 
-def cache_key(*, arch: str, weights: str, xtra_cut: int, sz: int | None, tfms: Any, dataset: Any) -> str:
-    """One string per (architecture, body weights, cut, size, validation transforms, files+labels)."""
+def cache_key(*, arch: str, weights: str, xtra_cut: int, sz: int | None, tfms: Any, dataset: Any,
+              precision: Precision = FP32) -> str:
+    """One string per (architecture, body weights, cut, size, validation transforms, files+labels,
+    and autocast when on: bfloat16 activations are not float32's)."""
     parts = [arch, weights, str(xtra_cut), str(sz), repr(tfms), dataset.fingerprint()]
+    parts += [precision.key()] if precision.key() else []
     return hashlib.sha1('\x00'.join(parts).encode()).hexdigest()[:16]
 
 
@@ -88,10 +94,13 @@ def cache_prefix(split: str, arch: str, xtra_cut: int, sz: int | None) -> str:
 
 @torch.inference_mode()
 def compute_activations(features: nn.Module, dl: Any, *, device: torch.device,
-                        channels_last: bool = True, desc: str | None = None) -> np.ndarray:
+                        channels_last: bool = True, desc: str | None = None,
+                        precision: Precision = FP32) -> np.ndarray:
     """Run `features` (body, pool, flatten) in eval mode over `dl`: float32 (N, nf); with
-    `desc`, under a progress bar (the cache fill is the first long wait of a run)."""
-    acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last, desc=desc)
+    `desc`, under a progress bar (the cache fill is the first long wait of a run). Several
+    processes each compute a part and every one gets the whole."""
+    acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last, desc=desc,
+                         precision=precision)
     return acts.astype(np.float32, copy=False)
 
 
@@ -113,17 +122,24 @@ def _load(fname: Path, n: int) -> np.ndarray | None:
 
 def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, key: str, *,
                        device: torch.device, channels_last: bool = True,
-                       desc: str | None = None) -> np.ndarray:
+                       desc: str | None = None, precision: Precision = FP32) -> np.ndarray:
     """Load `folder/prefix_key.npy`, or compute it and write it atomically.
 
     Older files with the same prefix and another key were computed from other files, weights or
-    transforms: they are removed, since they can never be served again.
+    transforms: they are removed, since they can never be served again. Several processes read
+    the file only if every one finds it; else they compute it together and rank 0 writes it.
     """
     fname = folder / f'{prefix}_{key}.npy'
     acts = _load(fname, len(dl.dataset))
-    if acts is not None:
+    if all_agree(acts is not None):
         return acts
-    acts = compute_activations(features, dl, device=device, channels_last=channels_last, desc=desc)
+    acts = compute_activations(features, dl, device=device, channels_last=channels_last, desc=desc,
+                               precision=precision)
+    main_only(_store, acts, folder, prefix, fname)
+    return acts
+
+
+def _store(acts: np.ndarray, folder: Path, prefix: str, fname: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(f'{prefix}_*.npy'):
@@ -177,24 +193,45 @@ class ArrayLoader:
             raise ValueError(f'bs (batch size) must be at least 1, got {bs}')
         self.x, self.y = torch.from_numpy(np.ascontiguousarray(x)), torch.as_tensor(np.asarray(y))
         self.bs, self.shuffle = int(bs), shuffle
-        self._gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.batch_sampler: Any = _ArrayBatches(len(self.x), self.bs, shuffle, gen)
 
     def __len__(self) -> int:
-        n, bs = len(self.x), self.bs
-        full, rest = divmod(n, bs)
-        if n == 0:
-            return 0
-        return full + (1 if rest > 1 or (rest == 1 and not self.shuffle) or full == 0 else 0)
+        return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
-        if n == 0:
-            return
-        idx = torch.randperm(n, generator=self._gen) if self.shuffle else None
-        bounds = [i * self.bs for i in range(len(self))] + [n]
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if idx is None:  # in order: slices are views, no copy
-                yield self.x[lo:hi], self.y[lo:hi]
-            else:
-                b = idx[lo:hi]
-                yield self.x[b], self.y[b]
+        for b in self.batch_sampler:
+            yield self.x[b], self.y[b]
+
+    def with_batch_sampler(self, batch_sampler: Any) -> 'ArrayLoader':
+        """The same arrays read in the batches of row indices that `batch_sampler` yields (how
+        each of several processes reads its share)."""
+        dl = copy.copy(self)
+        dl.batch_sampler = batch_sampler
+        return dl
+
+
+class _ArrayBatches:
+    """The batches an `ArrayLoader` reads: slices in order (views, no copy), or index tensors
+    of a fresh permutation each epoch."""
+
+    def __init__(self, n: int, bs: int, shuffle: bool, gen: torch.Generator | None) -> None:
+        self.n, self.bs, self.shuffle, self.gen = n, bs, shuffle, gen
+
+    def sizes(self) -> list[int]:
+        full, rest = divmod(self.n, self.bs)
+        if self.n == 0:
+            return []
+        if rest == 1 and self.shuffle and full:  # a last batch of one joins the one before
+            return [self.bs] * (full - 1) + [self.bs + 1]
+        return [self.bs] * full + ([rest] if rest else [])
+
+    def __len__(self) -> int:
+        return len(self.sizes())
+
+    def __iter__(self) -> Iterator[Any]:
+        idx = torch.randperm(self.n, generator=self.gen) if self.shuffle and self.n else None
+        lo = 0
+        for size in self.sizes():
+            yield slice(lo, lo + size) if idx is None else idx[lo:lo + size]
+            lo += size

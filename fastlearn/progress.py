@@ -71,10 +71,12 @@ class EpochTable:
 
         table = EpochTable(['epoch', 'trn_loss', 'val_loss', 'accuracy', 'time'])
         table.add([0, 0.31, 0.25, 0.91, '1.2s'])
+
+    A `title` is the line above the header (how many processes train, when several do).
     """
 
-    def __init__(self, names: Sequence[str], *, quiet: bool = False) -> None:
-        self.names, self.quiet = list(names), quiet
+    def __init__(self, names: Sequence[str], *, quiet: bool = False, title: str | None = None) -> None:
+        self.names, self.quiet, self.title = list(names), quiet, title
         self.rows: list[list[str]] = []
         self._handle: Any = None
 
@@ -84,6 +86,8 @@ class EpochTable:
         if self.quiet:
             return
         if not in_notebook():
+            if self.title and len(self.rows) == 1:
+                print(self.title)
             print_table_row(values, self.names if len(self.rows) == 1 else None)
             return
         from IPython.display import display
@@ -96,10 +100,12 @@ class EpochTable:
         head = ''.join(f'<th>{html.escape(n)}</th>' for n in self.names)
         body = ''.join('<tr>' + ''.join(f'<td>{html.escape(c)}</td>' for c in row) + '</tr>'
                        for row in self.rows)
-        return (f'<table border="1" class="dataframe"><thead><tr style="text-align: left;">{head}'
+        caption = f'<caption>{html.escape(self.title)}</caption>' if self.title else ''
+        return (f'<table border="1" class="dataframe">{caption}<thead><tr style="text-align: left;">{head}'
                 f'</tr></thead><tbody>{body}</tbody></table>')
 
     def __repr__(self) -> str:
-        lines = [''.join(f'{h:<12}' for h in self.names)]
+        lines = [self.title] if self.title else []
+        lines += [''.join(f'{h:<12}' for h in self.names)]
         lines += [''.join(f'{c:<12}' for c in row).rstrip() for row in self.rows]
         return '\n'.join(lines)

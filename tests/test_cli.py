@@ -123,7 +123,7 @@ def test_train_in_a_script_with_spawned_loader_workers(tmp_path, tiny_weights):
     script = tmp_path / 'train.py'
     script.write_text(SPAWN_SCRIPT.format(tests=str(Path(__file__).parent), weights=str(tiny_weights),
                                           argv=argv))
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)  # spawned workers re-import torch: slow on a loaded machine
     assert run.returncode == 0, run.stderr
     assert ACCURACY.match(run.stdout) and (tmp_path / 'out' / 'model.pth').is_file()
 
@@ -297,6 +297,63 @@ def test_write_digits_is_deterministic_and_reused(tmp_path):
     before = snapshot(dest)
     assert demo.write_digits(tmp_path / 'digits') == dest and snapshot(dest) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no leftovers
+
+
+# --- several processes ------------------------------------------------------------------------
+LAUNCHER_ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+@pytest.mark.parametrize('nproc', [['--nproc', '2'], ['--nproc=2']])
+def test_nproc_runs_the_same_command_through_torchrun(nproc, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr('torch.distributed.run.main', seen.append)
+    for k in LAUNCHER_ENV:
+        monkeypatch.delenv(k, raising=False)
+    root = str(make_image_folder(tmp_path / 'imgs', n_train=2, n_valid=1))
+    assert cli.main(['train', root, *nproc, *TINY]) == 0
+    assert seen == [['--standalone', '--nproc_per_node=2', '--module', 'fastlearn', 'train', root, *TINY]]
+
+
+def test_under_the_launcher_each_process_runs_the_command(tmp_path, tiny_arch, monkeypatch):
+    monkeypatch.setattr('torch.distributed.run.main', lambda args: pytest.fail('launched again'))
+    for k, v in zip(LAUNCHER_ENV, ('1', '2', '127.0.0.1', '29500')):
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(cli, 'run_recipe', lambda *a, **kw: (_ for _ in ()).throw(ValueError('ran')))
+    root = make_image_folder(tmp_path / 'imgs', n_train=2, n_valid=1)
+    with pytest.raises(SystemExit) as e:
+        cli.main(['train', str(root), '--out', str(tmp_path / 'out'), '--nproc', '2', *TINY])
+    assert e.value.code == 1
+
+
+def test_a_failed_process_is_one_line(tmp_path, monkeypatch, capsys):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def fail(args):
+        raise ChildFailedError('fastlearn', {1: ProcessFailure(local_rank=1, pid=1, exitcode=1,
+                                                               error_file='')})
+    monkeypatch.setattr('torch.distributed.run.main', fail)
+    for k in LAUNCHER_ENV:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(SystemExit) as e:
+        cli.main(['train', str(tmp_path), '--nproc', '2'])
+    assert e.value.code == 1
+    assert capsys.readouterr().err == ('fastlearn train: error: one of the 2 processes failed (exit '
+                                       'status 1); its error is printed above\n')
+
+
+@pytest.mark.slow
+def test_train_on_two_processes_for_real(tmp_path):
+    """`fastlearn train --nproc 2`: torchrun's 2 processes run the recipe; rank 0 reports."""
+    root = make_image_folder(tmp_path / 'imgs', n_train=12, n_valid=4)
+    out = tmp_path / 'out'
+    run = subprocess.run([sys.executable, '-m', 'fastlearn', 'train', str(root), '--out', str(out),
+                          '--nproc', '2', '--sz', '32', '--bs', '8', '--epochs', '1', '--workers', '0'],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert len(ACCURACY.findall(run.stdout)) == 1, run.stdout
+    assert run.stdout.count('2 processes (torch.distributed, gloo)') == 3  # a table per phase
+    assert (out / 'model.pth').is_file() and (out / 'report.md').is_file()
+    assert load_learner(out / 'model.pth').classes == ['ants', 'bees']
 
 
 @pytest.mark.slow
