@@ -123,7 +123,8 @@ def test_train_in_a_script_with_spawned_loader_workers(tmp_path, tiny_weights):
     script = tmp_path / 'train.py'
     script.write_text(SPAWN_SCRIPT.format(tests=str(Path(__file__).parent), weights=str(tiny_weights),
                                           argv=argv))
-    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)  # spawned workers re-import torch: slow on a loaded machine
+    # Each spawned worker re-imports torch: minutes on a loaded machine, seconds on an idle one.
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert ACCURACY.match(run.stdout) and (tmp_path / 'out' / 'model.pth').is_file()
 
