@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from .dataset import FilesDataset, ImageClassifierData, get_cv_idxs
-from .images import (csv_files, csv_labels, is_ignored, list_images, parse_csv_labels,
-                     scan_test_folder, screen_files)
+from .csv_labels import csv_labels, parse_csv_labels
+from .images import csv_files, is_ignored, list_images, scan_test_folder, screen_files
 from .target_data import SegmentationDataset, UnlabelledDataset, label_kind, retarget
 from .transforms import TfmType
 

@@ -24,8 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .core import default_num_workers, num_cpus, to_np
-from .images import (BadImageError, csv_check_split, csv_files, csv_labels, csv_val_idxs,
-                     folder_source, layout_hint, open_image, parse_csv_labels, resize_dest,
+from .csv_labels import csv_check_split, csv_labels, csv_val_idxs, parse_csv_labels
+from .images import (BadImageError, csv_files, folder_source, layout_hint, open_image, resize_dest,
                      resize_one, scan_test_folder, screen_files)
 from .show import show_batch
 

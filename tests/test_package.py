@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / 'fastlearn'
 
 # Lower layers never import higher ones (docs/architecture.md draws the same picture).
 LAYERS = {
-    'core': 0,
+    'core': 0, 'csv_labels': 0,
     'images': 1, 'summary': 1, 'progress': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1,
     'metrics': 1, 'schedules': 1, 'plots': 1, 'targets': 1, 'show': 1, 'distributed': 1, 'precision': 1,
     'transforms': 2, 'torch_imports': 2, 'dataset': 2, 'model': 2, 'sgdr': 2,
