@@ -175,13 +175,14 @@ def choose_unfrozen_lrs(learn: Any, lr: float, ratio: float) -> tuple[Any, str]:
     """The course's step 7, "use lr_find() again": an lr finder over every layer group with
     differential rates (`diff_lrs`, last group swept from 1e-5), for up to one epoch (100 batches
     at most). Its suggestion is the last group's rate, never above the head's `lr`; if the sweep
-    diverges at once, `lr/10`. Returns the rates and a note saying which rule chose them."""
+    finds no descent (one noisy epoch of augmented batches can end above its start), the course's
+    own rates `diff_lrs(lr)`. Returns the rates and a note saying which rule chose them."""
     n_groups = len(learn.layer_groups)
     learn.lr_find(start_lr=diff_lrs(1e-5, n_groups, ratio), num_it=min(100, len(learn.data.trn_dl)))
     try:
         suggestion = float(learn.sched.suggest_lr())
     except ValueError:
-        return diff_lrs(lr / 10, n_groups, ratio), f'lr_find diverged at once: lr/10 = {lr / 10:.3g}'
+        return diff_lrs(lr, n_groups, ratio), f'lr_find found no descent: the head lr {lr:.3g}'
     top = min(suggestion, lr)
     note = f'lr_find suggested {suggestion:.3g}' + (f', capped at the head lr {lr:.3g}' if top < suggestion else '')
     return diff_lrs(top, n_groups, ratio), note
