@@ -55,7 +55,8 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny',
            'resnext101_64', 'accuracy_np', 'f2', 'fbeta', 'opt_th', 'open_image',
-           'plt', 'os', 'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
+           'plt', 'os',  # noqa: F822 (`plt` comes from the module __getattr__ below, loaded lazily)
+           'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
            'to_gpu', 'children', 'Flatten', 'ImageFileList', 'ImageItemList',
            'SegmentationItemList']
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['run_recipe', 'RecipeResult', 'recipe_epochs', 'diff_lrs', 'choose_lr', 'choose_unfrozen_lrs', 'write_digits',
-           'LR_RANGE', 'DEMO', 'DIGITS_PX']
+__all__ = ['run_recipe', 'RecipeResult', 'recipe_epochs', 'diff_lrs', 'choose_lr', 'choose_unfrozen_lrs',
+           'write_digits', 'LR_RANGE', 'DEMO', 'DIGITS_PX']
 
 # lr_find's suggestion (fastai 2's "valley") suits Adam; for SGD with momentum it is cautious:
 # on the digits it says 2.5e-3, with which the demo ends at 92% (94% with TTA), against 97-99%
@@ -277,7 +277,8 @@ def _report(r: RecipeResult, scheds: list) -> str:
         f'| data | `{r.path}`: {r.n_train} train, {r.n_valid} valid images |',
         f'| classes | {len(r.classes)}: {names} |',
         f'| model | {r.settings} |',
-        f'| learning rate | {r.lr:.3g} ({lr_note}); all layers: {", ".join(f"{x:.3g}" for x in r.lrs)} ({r.lrs_note}) |',
+        f'| learning rate | {r.lr:.3g} ({lr_note}); '
+        f'all layers: {", ".join(f"{x:.3g}" for x in r.lrs)} ({r.lrs_note}) |',
         f'| model kept | {kept} |',
         f'| epochs | {sum(r.epochs)} = {" + ".join(map(str, r.epochs))} ({"; ".join(PHASES)}) |',
         f'| time | {r.seconds:.0f} s |',

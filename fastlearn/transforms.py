@@ -414,7 +414,8 @@ class Transforms:
     @property
     def draft_size(self) -> int:
         """The smallest shorter side the decoded image must keep so that nothing is upsampled:
-        sz (or sz_y; the longer side of an (h, w) size), times max_zoom on train; for RANDOM_RESIZED on train, divided by the
+        sz (or sz_y; the longer side of an (h, w) size), times max_zoom on train; for RANDOM_RESIZED on train,
+        divided by the
         smallest crop's share of the side (sqrt(0.08 * 3/4) ~ 0.245 of a square image)."""
         work = max(self._work)  # either side of the photo may have to cover it
         side = work * (self.max_zoom or 1.0) if self.is_train else float(work)
