@@ -283,7 +283,7 @@ class ImageModelResults:
             raise ValueError("ds needs fnames and root to show the original images")
         return [_open_rgb(Path(self.ds.root) / self.ds.fnames[int(i)]) for i in idxs]
 
-    def _label(self, i: int) -> str:
+    def _label(self, i: int | np.integer) -> str:
         p = self.preds[i]
         return f'{self.classes[p]} {self.probs[i, p]:.2f}\n(true: {self.classes[self.y[i]]})'
 

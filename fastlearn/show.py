@@ -81,7 +81,10 @@ def _draw_target(ax: Any, y: np.ndarray, ds: Any, classes: Any, void: int | None
 def _colours() -> np.ndarray:
     """20 distinct RGBA colours, one per class index (modulo 20)."""
     import matplotlib
-    return np.array([(*c, 1.0) for c in matplotlib.colormaps['tab20'].colors])
+    from matplotlib.colors import ListedColormap
+    cmap = matplotlib.colormaps['tab20']
+    assert isinstance(cmap, ListedColormap)  # tab20 is a list of 20 colours
+    return np.array([(*c, 1.0) for c in np.asarray(cmap.colors)])
 
 
 def _legend(fig: Any, classes: Any, shown: list[int]) -> None:
