@@ -136,7 +136,7 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
     acc, acc_tta, res = _evaluate(learn)
     files.update(main_only(_write_outputs, learn, res, scheds, out))
     r = RecipeResult(acc, acc_tta, lr, suggested, lrs.tolist(), recipe_epochs(epochs),
-                     time.perf_counter() - start, [str(c) for c in data.classes], len(data.trn_ds),
+                     time.perf_counter() - start, [str(c) for c in data.classes or []], len(data.trn_ds),
                      len(data.val_ds), settings, Path(path).resolve(), out, files, learn,
                      best.where, lr_note, [(PHASES[p], e, m[1]) for p, sc in enumerate(scheds)
                                            for e, m in enumerate(sc.epoch_metrics)])
@@ -295,7 +295,7 @@ def _digit_png(pixels: np.ndarray, px: int):
     """One 8x8 digit (values 0-16, ink high) as a `px`x`px` grayscale PIL image."""
     from PIL import Image
     im = Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8), mode='L')
-    return im.resize((px, px), Image.BICUBIC)
+    return im.resize((px, px), Image.Resampling.BICUBIC)
 
 
 def write_digits(dest: str | os.PathLike, *, px: int = DIGITS_PX, val_pct: float = 0.2,
