@@ -504,7 +504,7 @@ class ImageClassifierData:
                                (*(test or (None, None)), val_tfm))]
         trn_ds, val_ds, test_ds = dss
         if trn_ds is None or val_ds is None:
-            raise ValueError('from_arrays needs the x arrays of trn and val, got None')
+            raise ValueError('from_arrays: trn and val need an x array each, got None; pass (x, y) pairs of arrays')
         return cls(path, trn_ds, val_ds, test_ds, bs=bs, num_workers=num_workers, classes=classes)
 
     def resize(self, targ_sz: int, new_path: str | os.PathLike = 'tmp', *,
