@@ -21,7 +21,10 @@ PYTEST = $(PY) -m pytest -q $(1); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: nothing was checked (exit 5)" >&2; fi; \
 	exit $$rc
 
+# Lint (ruff) and type-check (mypy; its settings are in pyproject.toml) before the tests.
 test: $(STAMP)
+	$(VENV)/bin/ruff check fastlearn tests bench docs
+	$(VENV)/bin/mypy
 	@$(call PYTEST,)
 
 # Real photos (../shared/data/dogscats) with real weights; CI runs these too. Without the

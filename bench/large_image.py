@@ -5,8 +5,8 @@
 Writes a `side`x`side` JPEG and PNG to a temporary folder, then decodes each in a fresh process
 with `open_image` and prints its peak resident memory (`VmHWM`) beside its resident memory just
 before the decode (`import fastlearn`, hence torch, included; importing torch itself peaks
-at ~0.7 GB for a moment, so the figure that counts is the peak's growth past that), with the library's limit and with the
-limit lifted (`MAX_PIXELS = inf`, how every file was decoded before). A loader worker holds one
+at ~0.7 GB for a moment, so the figure that counts is the peak's growth past that), with the library's limit
+and with the limit lifted (`MAX_PIXELS = inf`, how every file was decoded before). A loader worker holds one
 such decode at a time, so multiply by the workers (8 at most by default).
 """
 from __future__ import annotations

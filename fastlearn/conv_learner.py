@@ -55,7 +55,8 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50', 'wrn', 'vgg16',
            'dn121', 'efficientnet_b0', 'efficientnet_lite0', 'mobilenet_v3_large', 'convnext_tiny',
            'resnext101_64', 'accuracy_np', 'f2', 'fbeta', 'opt_th', 'open_image',
-           'plt', 'os', 'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
+           'plt', 'os',  # noqa: F822 (`plt` comes from the module __getattr__ below, loaded lazily)
+           'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
            'to_gpu', 'children', 'Flatten', 'ImageFileList', 'ImageItemList',
            'SegmentationItemList']
 
@@ -97,6 +98,7 @@ class ConvLearner(Learner):
         trains until `unfreeze()`. `weights=` takes a local file or a state dict."""
         arch = arch_for(f, cut=cut)
         body = get_body(arch, pretrained=pretrained, weights=weights, xtra_cut=xtra_cut)
+        pool: nn.Module
         if custom_head is not None:
             pool, head = nn.Identity(), custom_head
         else:
@@ -173,11 +175,12 @@ class ConvLearner(Learner):
             raise ValueError(f'there is no {split} set: pass test_name= when building the data')
         ds = dl.dataset  # for 'trn' the train images under validation transforms
         # repr(body) holds layer settings (BatchNorm eps, ...) that the weights digest does not.
-        key = cache_key(arch=f'{self.arch_name}\n{self.model.body!r}', weights=self._digest(self.model.body),
+        body: nn.Module = self.model.body  # type: ignore[assignment]  # a child: torch types it Tensor | Module
+        key = cache_key(arch=f'{self.arch_name}\n{body!r}', weights=self._digest(body),
                         xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds,
                         precision=self.precision)
         if (split, key) not in self._acts:
-            features = nn.Sequential(self.model.body, self.model.pool)
+            features = nn.Sequential(body, self.model.pool)  # type: ignore[arg-type]  # (a child, as body)
             self._acts = {k: v for k, v in self._acts.items() if k[0] != split}
             prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
             self._acts[split, key] = cached_activations(
@@ -217,7 +220,7 @@ class ConvLearner(Learner):
         bs = self.data.bs
         trn = ArrayLoader(self.activations('trn'), self.data.trn_ds.y, bs, shuffle=True)
         val = ArrayLoader(self.activations('val'), self.data.val_ds.y, bs)
-        return self.model.head, trn, val
+        return self.model.head, trn, val  # type: ignore[return-value]  # a child: typed Tensor | Module
 
     def _fit_scope(self, model: nn.Module) -> ContextManager:
         if model is self.model:
@@ -235,7 +238,8 @@ class ConvLearner(Learner):
         ds = getattr(self.data, _SPLITS[split][0])
         dl = ArrayLoader(self.activations(split), ds.y, self.data.bs)
         with head_threads(self.device):
-            return predict_dl(self.model.head, dl, activation=self.activation, device=self.device,
+            head: nn.Module = self.model.head  # type: ignore[assignment]  # a child: typed Tensor | Module
+            return predict_dl(head, dl, activation=self.activation, device=self.device,
                               precision=self.precision)
 
     def freeze_to(self, n: int) -> None:

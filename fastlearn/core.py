@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -139,7 +140,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_dead_parts(folder: str | os.PathLike) -> list[Path]:
+def remove_dead_parts(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove the temporary files that `atomic_write` calls in `folder` left when their process
     died (`kill -9`, power loss): only those written on this machine by a pid that no longer
     exists, so a concurrent writer's file is never touched. Returns the files removed."""
@@ -154,7 +155,7 @@ def remove_dead_parts(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _disk_full(e: BaseException) -> OSError | None:
+def _disk_full(e: BaseException | None) -> OSError | None:
     """The full-disk OSError behind `e` (itself, its cause or its context), if any."""
     seen = set()
     while e is not None and id(e) not in seen:
@@ -199,7 +200,7 @@ def atomic_write(path: str | os.PathLike, mode: str = 'wb') -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         full = _disk_full(e)
-        if full is not None:
+        if full is not None and full.errno is not None:  # (_disk_full matched its errno)
             raise OSError(full.errno, f'no space left on device while writing {path} '
                           f'({os.strerror(full.errno)}); the previous file, if any, is unchanged. '
                           'Free some space, or write to another disk') from e
@@ -344,6 +345,7 @@ def user_stacklevel() -> int:
     """The `stacklevel` that makes a warning name the first line outside fastlearn (the
     user's `learn.unfreeze()`, however deep inside the library the warning is raised)."""
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame: FrameType | None
     frame, level = sys._getframe(2), 2  # level 1 is the function that warns
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1

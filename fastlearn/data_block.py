@@ -33,7 +33,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -64,10 +64,15 @@ def _walk_images(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
     return good, bad
 
 
+_L = TypeVar('_L', bound='ImageFileList')
+
+
 class ImageFileList:
     """Image files under `path` (names relative to it), to be labelled, split, transformed and
     loaded one step at a time (see the module's docstring). `ImageItemList` is the same class
     under the course's later name."""
+
+    _built: tuple[Any, list[str], list[str] | None]  # (train, valid), test, classes: set by datasets()
 
     def __init__(self, path: str | os.PathLike, items: Sequence[str], *,
                  bad: Sequence[tuple[str, str]] = (), rows: list | None = None,
@@ -83,7 +88,7 @@ class ImageFileList:
         self._tfms: tuple[Any, Any] = (None, None)
         self.void: int | None = None
 
-    def _step(self, **state: Any) -> 'ImageFileList':
+    def _step(self: _L, **state: Any) -> _L:
         new = copy.copy(self)
         for k, v in state.items():
             setattr(new, k, v)
@@ -161,8 +166,8 @@ class ImageFileList:
 
     # ------------------------------------------------------------------------- labels
 
-    def _labelled(self, kind: str, raw: list | None = None, y: np.ndarray | None = None,
-                  classes: Sequence[str] | None = None) -> 'ImageFileList':
+    def _labelled(self: _L, kind: str, raw: list | None = None, y: np.ndarray | None = None,
+                  classes: Sequence[str] | None = None) -> _L:
         return self._step(_kind=kind, _raw=raw, _y=y,
                           _classes=None if classes is None else [str(c) for c in classes])
 
@@ -180,7 +185,7 @@ class ImageFileList:
         """`.label_from_csv()`: column 1 of the source CSV: one class per row, space-separated
         tags (any row with other than one: `is_multi`), `continuous=True` numbers (`is_reg`), or
         `points=True` `y x` pairs (`(n, 2)` points per image, the same n on every row)."""
-        if self._rows is None:
+        if self._rows is None or self._csv is None:  # (they come together)
             raise ValueError("label_from_csv: the items did not come from a CSV; start with "
                              "ImageFileList.from_csv(path, 'labels.csv', ...) or use "
                              f"another label step: {_LABEL_STEPS}")
@@ -267,7 +272,7 @@ class ImageFileList:
                              "list file names or paths relative to the list's path")
         return self._split_as(split, 'split_by_files')
 
-    def split_by_idx(self, valid_idx: Sequence[int]) -> 'ImageFileList':
+    def split_by_idx(self, valid_idx: Sequence[int] | np.ndarray) -> 'ImageFileList':
         """`.split_by_idx(val_idxs)`: the items at these indices validate."""
         idx = np.asarray(valid_idx, dtype=np.int64).ravel()
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
@@ -303,6 +308,7 @@ class ImageFileList:
             if missing:
                 raise ValueError(f"datasets: the items have no {step} yet; call {steps} "
                                  "before datasets(), transform() or databunch()")
+        assert self._split is not None  # checked just above
         test, test_bad = self._test or ([], [])
         drop = screen_files(self.path, self._bad + test_bad, self.items + test, on_bad_file,
                             check_images)
@@ -319,6 +325,7 @@ class ImageFileList:
         kind, raw, classes = self._kind, self._raw, self._classes
         if self._y is not None:
             return self._y, classes
+        assert raw is not None and self._split is not None  # datasets() checked labels and split
         if kind == 'category':
             classes = classes or sorted({r for r, k, s in zip(raw, keep, self._split)
                                          if k and s == 0})
@@ -370,7 +377,7 @@ class ImageFileList:
                              f"labels are {self._kind} labels; leave tfm_y out")
         if not tfm_y and self._kind == 'mask':
             raise ValueError("transform: masks must move with their image; pass tfm_y=True")
-        return moving[self._kind] if tfm_y else None
+        return moving[self._kind] if tfm_y and self._kind else None  # (tfm_y: a kind in moving)
 
     def databunch(self, bs: int = 64, num_workers: int | None = None) -> ImageClassifierData:
         """`.databunch(bs=64)`: the `ImageClassifierData` with its six loaders."""
@@ -378,7 +385,9 @@ class ImageFileList:
         (trn, val), test, classes = src._built
         trn_t, val_t = self._tfms
         c = len(classes) if classes is not None else int(np.prod(trn[1].shape[1:]))
+        dss: list[FilesDataset]
         if self._kind == 'mask':
+            assert classes is not None  # label_from_func requires them
             dss = [SegmentationDataset(f, y, t, self.path, classes=classes, void=self.void)
                    for (f, y), t in ((trn, trn_t), (val, val_t))]
         else:
@@ -390,7 +399,7 @@ class ImageFileList:
             test_ds = (FilesDataset(test, np.zeros(len(test), np.int64), val_t, self.path, c=c)
                        if self._kind in ('category', 'multi', 'csv', 'float') else
                        UnlabelledDataset(test, val_t, self.path, c))
-        return ImageClassifierData(self.path, *dss, test_ds, bs=bs, num_workers=num_workers,
+        return ImageClassifierData(self.path, dss[0], dss[1], test_ds, bs=bs, num_workers=num_workers,
                                    classes=classes)
 
 

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -54,8 +54,13 @@ def get_cv_idxs(n: int, cv_idx: int = 0, val_pct: float = 0.2, seed: int = 42) -
     return idxs[cv_idx * n_val:(cv_idx + 1) * n_val]
 
 
+_D = TypeVar('_D', bound='_LabelledDataset')
+
+
 class _LabelledDataset(Dataset):
     """What file and array datasets share: labels, the transform, and the task type."""
+
+    root: Path | None  # the files' folder (FilesDataset); None for arrays
 
     def __init__(self, y: np.ndarray, transform: Any, c: int | None, is_reg: bool):
         y, self.transform, self.is_reg = np.asarray(y), transform, bool(is_reg)
@@ -79,7 +84,7 @@ class _LabelledDataset(Dataset):
     def __len__(self) -> int:
         return len(self.y)
 
-    def with_transform(self, transform: Any) -> '_LabelledDataset':
+    def with_transform(self: _D, transform: Any) -> _D:
         """A shallow copy reading the same items through `transform`."""
         ds = copy.copy(self)
         ds.transform = transform
@@ -111,6 +116,9 @@ class FilesDataset(_LabelledDataset):
     started by fork or spawn both work.
     """
 
+    root: Path
+    src_root: Path | None = None  # set by with_root: where coordinates were taken
+
     def __init__(self, fnames: Sequence[str], y: np.ndarray, transform: Any, root: str | Path, *,
                  c: int | None = None, is_reg: bool = False):
         super().__init__(y, transform, c, is_reg)
@@ -139,7 +147,7 @@ class FilesDataset(_LabelledDataset):
         h.update(np.ascontiguousarray(self.y).tobytes())
         return h.hexdigest()
 
-    def with_root(self, root: Path, drop: set[str] = frozenset()) -> 'FilesDataset':
+    def with_root(self, root: Path, drop: set[str] | frozenset[str] = frozenset()) -> 'FilesDataset':
         """The same items read from another folder (a resized copy), less the names in `drop`."""
         keep = [i for i, f in enumerate(self.fnames) if f not in drop]
         ds = copy.copy(self)
@@ -183,7 +191,7 @@ def _coords_with_decode(y: Any, im: Image.Image, transform: Any, src_root: Path 
     if sy == sx == 1.0:
         return y
     a = np.array(y, dtype=np.float32)
-    return (a.reshape(-1, 2) * np.float32([sy, sx])).reshape(a.shape)
+    return (a.reshape(-1, 2) * np.array([sy, sx], np.float32)).reshape(a.shape)
 
 
 def _upright_size(path: Path) -> tuple[int, int]:
@@ -332,6 +340,11 @@ class ImageClassifierData:
         """Validation labels, in `val_ds.fnames` order (what predictions line up with)."""
         return self.val_ds.y
 
+    @overload
+    def get_dl(self, ds: Dataset, shuffle: bool) -> DataLoader: ...
+    @overload
+    def get_dl(self, ds: None, shuffle: bool) -> None: ...
+
     def get_dl(self, ds: Dataset | None, shuffle: bool) -> DataLoader | None:
         """A loader over `ds` with this data's batch size and workers. Shuffled loaders drop a
         last batch of exactly one item. In-memory feature arrays load in-process (workers would
@@ -341,7 +354,7 @@ class ImageClassifierData:
         workers = 0 if getattr(ds, 'is_features', False) else self.num_workers
         return DataLoader(ds, batch_size=self.bs, shuffle=shuffle, num_workers=workers,
                           collate_fn=default_collate, pin_memory=torch.cuda.is_available(),
-                          drop_last=shuffle and len(ds) > 1 and len(ds) % self.bs == 1,
+                          drop_last=shuffle and len(ds) > 1 and len(ds) % self.bs == 1,  # type: ignore[arg-type]  # Dataset's type: no __len__
                           persistent_workers=workers > 0,
                           worker_init_fn=_seed_worker if workers > 0 else None)
 
@@ -482,14 +495,17 @@ class ImageClassifierData:
                                  f"{type(pair).__name__}")
         ys = [np.asarray(trn[1]), np.asarray(val[1])]
         if not continuous:
-            _check_val_classes_trained(*ys, classes)
+            _check_val_classes_trained(ys[0], ys[1], classes)
         c = len(classes) if classes is not None else _infer_c(np.concatenate(ys), continuous)
         if test is not None and not isinstance(test, (tuple, list)):
             test = (test, np.zeros((len(test),) + ys[0].shape[1:], ys[0].dtype))
         dss = [ArraysDataset(x, y, t, c=c, is_reg=continuous) if x is not None else None
                for x, y, t in ((trn[0], ys[0], trn_tfm), (val[0], ys[1], val_tfm),
                                (*(test or (None, None)), val_tfm))]
-        return cls(path, *dss, bs=bs, num_workers=num_workers, classes=classes)
+        trn_ds, val_ds, test_ds = dss
+        if trn_ds is None or val_ds is None:
+            raise ValueError('from_arrays: trn and val need an x array each, got None; pass (x, y) pairs of arrays')
+        return cls(path, trn_ds, val_ds, test_ds, bs=bs, num_workers=num_workers, classes=classes)
 
     def resize(self, targ_sz: int, new_path: str | os.PathLike = 'tmp', *,
                max_workers: int | None = None) -> 'ImageClassifierData':
@@ -507,10 +523,11 @@ class ImageClassifierData:
         dss = [d for d in (self.trn_ds, self.val_ds, self.test_ds) if d is not None]
         if not all(isinstance(d, FilesDataset) for d in dss):
             raise ValueError("resize works on image files; data from arrays is already in memory")
+        files = [d for d in dss if isinstance(d, FilesDataset)]  # all of them
         if int(targ_sz) < 1:
             raise ValueError(f"targ_sz must be a positive number of pixels, got {targ_sz}")
         dest = resize_dest(self.path, new_path, int(targ_sz))
-        jobs = {f: (d.root / f, dest / f, int(targ_sz)) for d in dss for f in d.fnames}
+        jobs = {f: (d.root / f, dest / f, int(targ_sz)) for d in files for f in d.fnames}
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=max_workers or num_cpus()) as pool:
             errors = dict(zip(jobs, pool.map(resize_one, jobs.values())))
@@ -519,7 +536,7 @@ class ImageClassifierData:
             listing = '; '.join(f'{f} ({e})' for f, e in list(failed.items())[:10])
             warnings.warn(f"resize failed for {len(failed)} of {len(jobs)} file(s), left out of "
                           f"the resized data: {listing}", stacklevel=2)
-        new = [d.with_root(dest, set(failed)) for d in dss] + [None]
+        new = [d.with_root(dest, set(failed)) for d in files]
         return type(self)(self.path, new[0], new[1], new[2] if self.test_ds is not None else None,
                           bs=self.bs, num_workers=self.num_workers, classes=self.classes)
 

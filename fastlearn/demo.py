@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ['run_recipe', 'RecipeResult', 'recipe_epochs', 'diff_lrs', 'choose_lr', 'choose_unfrozen_lrs', 'write_digits',
-           'LR_RANGE', 'DEMO', 'DIGITS_PX']
+__all__ = ['run_recipe', 'RecipeResult', 'recipe_epochs', 'diff_lrs', 'choose_lr', 'choose_unfrozen_lrs',
+           'write_digits', 'LR_RANGE', 'DEMO', 'DIGITS_PX']
 
 # lr_find's suggestion (fastai 2's "valley") suits Adam; for SGD with momentum it is cautious:
 # on the digits it says 2.5e-3, with which the demo ends at 92% (94% with TTA), against 97-99%
@@ -136,7 +136,7 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
     acc, acc_tta, res = _evaluate(learn)
     files.update(main_only(_write_outputs, learn, res, scheds, out))
     r = RecipeResult(acc, acc_tta, lr, suggested, lrs.tolist(), recipe_epochs(epochs),
-                     time.perf_counter() - start, [str(c) for c in data.classes], len(data.trn_ds),
+                     time.perf_counter() - start, [str(c) for c in data.classes or []], len(data.trn_ds),
                      len(data.val_ds), settings, Path(path).resolve(), out, files, learn,
                      best.where, lr_note, [(PHASES[p], e, m[1]) for p, sc in enumerate(scheds)
                                            for e, m in enumerate(sc.epoch_metrics)])
@@ -278,7 +278,8 @@ def _report(r: RecipeResult, scheds: list) -> str:
         f'| data | `{r.path}`: {r.n_train} train, {r.n_valid} valid images |',
         f'| classes | {len(r.classes)}: {names} |',
         f'| model | {r.settings} |',
-        f'| learning rate | {r.lr:.3g} ({lr_note}); all layers: {", ".join(f"{x:.3g}" for x in r.lrs)} ({r.lrs_note}) |',
+        f'| learning rate | {r.lr:.3g} ({lr_note}); '
+        f'all layers: {", ".join(f"{x:.3g}" for x in r.lrs)} ({r.lrs_note}) |',
         f'| model kept | {kept} |',
         f'| epochs | {sum(r.epochs)} = {" + ".join(map(str, r.epochs))} ({"; ".join(PHASES)}) |',
         f'| time | {r.seconds:.0f} s |',
@@ -295,7 +296,7 @@ def _digit_png(pixels: np.ndarray, px: int):
     """One 8x8 digit (values 0-16, ink high) as a `px`x`px` grayscale PIL image."""
     from PIL import Image
     im = Image.fromarray(np.round(pixels * (255 / 16)).astype(np.uint8), mode='L')
-    return im.resize((px, px), Image.BICUBIC)
+    return im.resize((px, px), Image.Resampling.BICUBIC)
 
 
 def write_digits(dest: str | os.PathLike, *, px: int = DIGITS_PX, val_pct: float = 0.2,

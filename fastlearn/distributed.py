@@ -268,7 +268,7 @@ def _batch_sizes(dl: Any) -> list[int] | None:
         if (dl.batch_size is None or type(dl.batch_sampler) is not BatchSampler
                 or isinstance(dl.sampler, DistributedSampler) or isinstance(dl.dataset, IterableDataset)):
             return None
-        full, rest = divmod(len(dl.sampler), dl.batch_size)
+        full, rest = divmod(len(dl.sampler), dl.batch_size)  # type: ignore[arg-type]  # Sampler's type has no __len__
         return [dl.batch_size] * full + ([rest] if rest and not dl.drop_last else [])
     sizes = getattr(getattr(dl, 'batch_sampler', None), 'sizes', None)
     return sizes() if callable(sizes) and hasattr(dl, 'with_batch_sampler') else None
@@ -297,7 +297,7 @@ class _TrainShard:
     def __iter__(self) -> Iterator[list[int]]:
         box = [[_indices(b) for b in self.batch_sampler] if self.rank == 0 else None]
         dist.broadcast_object_list(box, src=0)
-        for b in box[0]:
+        for b in box[0] or []:  # (a list in every process after the broadcast)
             if len(b) >= self.min_size:
                 yield np.array_split(np.asarray(b), self.world)[self.rank].tolist()
 
@@ -366,7 +366,7 @@ def shard_eval(dl: Any) -> tuple[Any, bool]:
     from torch.utils.data import DataLoader, SequentialSampler
     if isinstance(dl, DataLoader):
         ok = dl.batch_size is not None and isinstance(dl.sampler, SequentialSampler)
-        n, bs = (len(dl.dataset), dl.batch_size) if ok else (0, 0)
+        n, bs = (len(dl.dataset), dl.batch_size or 0) if ok else (0, 0)  # type: ignore[arg-type]  # Dataset's type has no __len__
     else:
         ok = hasattr(dl, 'with_batch_sampler') and not getattr(dl, 'shuffle', True)
         n, bs = (len(dl.x), dl.bs) if ok else (0, 0)

@@ -81,7 +81,7 @@ def _check_rebuilds(meta: dict, path: Path) -> None:
 def _check_meta(meta: dict, path: Path) -> None:
     """The plain values an export must hold, consistent with each other (the weights are
     checked against the rebuilt model afterwards)."""
-    kinds = {'arch': str, 'xtra_cut': int, 'classes': list, 'c': int, 'is_multi': bool,
+    kinds: dict[str, Any] = {'arch': str, 'xtra_cut': int, 'classes': list, 'c': int, 'is_multi': bool,
              'is_reg': bool, 'sz': (int, list), 'crop_type': int, 'stats': list, 'state_dict': dict}
     bad = [k for k, t in kinds.items() if not isinstance(meta.get(k), t)]
     if bad or 'ps' not in meta or 'xtra_fc' not in meta:
@@ -139,7 +139,7 @@ class Predictor:
         self.is_multi, self.is_reg = meta['is_multi'], meta['is_reg']
         self.arch = meta['arch']
         sz = tuple(meta['sz']) if isinstance(meta['sz'], list) else meta['sz']
-        _, self.tfms = tfms_from_stats(tuple(map(tuple, meta['stats'])), sz,
+        _, self.tfms = tfms_from_stats((tuple(meta['stats'][0]), tuple(meta['stats'][1])), sz,
                                        crop_type=CropType(meta['crop_type']))
 
     def __repr__(self) -> str:

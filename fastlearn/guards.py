@@ -77,6 +77,7 @@ class DivergenceGuard(Callback):
 
     def _trip(self, state: Any, reason: str) -> None:
         self.tripped, state.stop = reason, True
+        assert self._saved is not None  # on_epoch_begin took the snapshot
         weights, opt = self._saved
         state.model.load_state_dict(weights)
         if opt is not None:

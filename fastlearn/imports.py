@@ -79,4 +79,4 @@ if importlib.util.find_spec('IPython') is not None:
     from IPython.display import display
     from IPython.lib.display import FileLink
 else:
-    FileLink, display = _Missing('FileLink', 'ipython'), print
+    FileLink, display = _Missing('FileLink', 'ipython'), print  # type: ignore[misc, assignment]  # stand-ins

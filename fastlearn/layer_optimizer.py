@@ -93,8 +93,7 @@ def _group_params(group: Any) -> list[torch.Tensor]:
             params.append(item)
         else:
             raise TypeError(f"a layer group holds modules or parameters, got {type(item).__name__}")
-    seen: set[int] = set()
-    return [p for p in params if not (id(p) in seen or seen.add(id(p)))]
+    return list({id(p): p for p in params}.values())  # each parameter once, in first-seen order
 
 
 def _decoupled_decay(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -121,7 +121,7 @@ def is_bn(m: nn.Module) -> bool:
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
     """Set `requires_grad` on every parameter of `module` (and, as 0.7 did, a `trainable` flag)."""
-    module.trainable = trainable
+    module.trainable = trainable  # type: ignore[assignment]  # a plain flag; torch types attributes Tensor | Module
     for p in module.parameters():
         p.requires_grad_(trainable)
 

@@ -148,7 +148,7 @@ class Learner:
         n = n % len(self.layer_groups) if n < 0 else n
         for i, g in enumerate(self.layer_groups):
             for m in g.modules():
-                m.trainable = i >= n
+                m.trainable = i >= n  # type: ignore[assignment]  # a plain flag (see set_trainable)
             for p in g.parameters():
                 p.requires_grad_(i >= n)
 
@@ -373,6 +373,7 @@ class Learner:
             if opt_state is None:  # the next fit starts from a fresh optimizer, as it would have
                 self.layer_opt = None
             else:
+                assert self.layer_opt is not None  # opt_state came from one
                 self.layer_opt.load_state_dict(opt_state)
         self.sched = recorder
         return recorder
@@ -427,7 +428,7 @@ class Learner:
                              f'load_learner({str(path)!r})')
         opt = None
         if isinstance(state, dict) and state.get('format') == CHECKPOINT:
-            state, opt = state.get('model'), state.get('opt')
+            opt, state = state.get('opt'), state.get('model')
         check_state_dict(self.model, state, path)
         if opt is not None:
             self._check_opt_state(opt, path)

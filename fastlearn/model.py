@@ -89,7 +89,7 @@ def _step(model: nn.Module, x: Any, y: torch.Tensor, opt: torch.optim.Optimizer,
     return loss.item()
 
 
-def fit(model: nn.Module, trn_dl: Iterable, val_dl: Iterable | None, layer_opt: Any, crit: Callable,
+def fit(model: nn.Module, trn_dl: Any, val_dl: Iterable | None, layer_opt: Any, crit: Callable,
         n_epochs: int, *, metrics: Sequence[Callable] = (), callbacks: Sequence[Any] = (),
         activation: Callable | None = None, train_mode: Callable[[], None] | None = None,
         learn: Any = None, device: torch.device | None = None, channels_last: bool = False,
@@ -208,11 +208,11 @@ def predict_dl(model: nn.Module, dl: Iterable, *, activation: Callable | None = 
         out = _full(out)
         preds.append(to_np(activation(out) if activation else out))
         targs.append(to_np(y))
-    preds, targs = ((np.concatenate(preds), np.concatenate(targs)) if preds else
-                    (np.zeros((0,)), np.zeros((0,))))
+    p, t = ((np.concatenate(preds), np.concatenate(targs)) if preds else
+            (np.zeros((0,)), np.zeros((0,))))
     if sharded:
-        preds, targs = gather_rows(preds), gather_rows(targs)
-    return preds, targs
+        p, t = gather_rows(p), gather_rows(t)
+    return p, t
 
 
 def epochs_for(n_cycle: int, cycle_len: float | None, cycle_mult: float) -> int:

@@ -69,6 +69,7 @@ class OneCycle(Callback):
         pct = (state.iteration - self.start) / max(self.total, 1)
         mult, mom = one_cycle(pct, pct_start=self.pct_start, div=self.div, final_div=self.final_div,
                               moms=self.moms or (0, 0, 0))
+        assert self.max_lrs is not None, 'OneCycle.on_batch_begin before on_train_begin'
         state.layer_opt.set_lrs(self.max_lrs * mult)
         if self.moms is not None:
             set_momentum(state.layer_opt.opt, mom)

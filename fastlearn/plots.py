@@ -171,7 +171,8 @@ class ImageModelResults:
         res.plot_most_incorrect(0); res.plot_confusion_matrix(); res.most_confused()
 
     `ds` has `fnames` (paths relative to `ds.root`) and `y`; `denorm` and `ds[i] -> (x, y)` are
-    only needed for `transformed=True` plots (ds=None with `y` given: the numbers, no images). `log_preds` is (N, C) log-probabilities, or the
+    only needed for `transformed=True` plots (ds=None with `y` given: the numbers, no images).
+    `log_preds` is (N, C) log-probabilities, or the
     (n_aug+1, N, C) stack from `TTA()`, whose *probabilities* are averaged over the first axis as
     the course's `np.mean(np.exp(log_preds), 0)`. Pass `is_log=False` for probabilities.
     Attributes: `probs` (N, C), `preds`, `y`, `is_correct`, `classes`.
@@ -282,7 +283,7 @@ class ImageModelResults:
             raise ValueError("ds needs fnames and root to show the original images")
         return [_open_rgb(Path(self.ds.root) / self.ds.fnames[int(i)]) for i in idxs]
 
-    def _label(self, i: int) -> str:
+    def _label(self, i: int | np.integer) -> str:
         p = self.preds[i]
         return f'{self.classes[p]} {self.probs[i, p]:.2f}\n(true: {self.classes[self.y[i]]})'
 

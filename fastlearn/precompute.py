@@ -131,7 +131,7 @@ def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, 
     """
     fname = folder / f'{prefix}_{key}.npy'
     acts = _load(fname, len(dl.dataset))
-    if all_agree(acts is not None):
+    if all_agree(acts is not None) and acts is not None:  # (the second holds if the first does)
         return acts
     acts = compute_activations(features, dl, device=device, channels_last=channels_last, desc=desc,
                                precision=precision)
@@ -149,7 +149,6 @@ def _store(acts: np.ndarray, folder: Path, prefix: str, fname: Path) -> None:
     except OSError as e:
         log.warning('precompute: could not write the cache to %s (%s); it is kept in memory only. '
                     "Pass tmp_name='/a/writable/folder' to keep it between sessions.", folder, e)
-    return acts
 
 
 @contextlib.contextmanager

@@ -79,6 +79,7 @@ class CosAnneal(Callback):
     def on_batch_begin(self, state: Any) -> None:
         if self.base_lrs is None:  # driven without on_train_begin: start here
             self.on_train_begin(state)
+        assert self.base_lrs is not None  # on_train_begin set it
         m = sgdr_multiplier(state.iteration - self.start_iteration, state.n_batches,
                             self.cycle_len, self.cycle_mult, warm_up=self.warm_up)
         state.layer_opt.set_lrs(self.base_lrs * m)
@@ -131,11 +132,14 @@ class LR_Finder(Callback):
     def lr_at(self, i: int) -> float:
         """The last group's lr at the finder's i-th iteration."""
         f = lin_lr if self.linear else exp_lr
+        if self.total is None:  # the same TypeError as before, saying why
+            raise TypeError('LR_Finder.lr_at: the sweep has no length before on_train_begin (or n_iter)')
         return f(i, self.total, self.start_lr, self.end_lr)
 
     def on_batch_begin(self, state: Any) -> None:
         if self.ratios is None:
             self.on_train_begin(state)
+        assert self.ratios is not None  # on_train_begin set it
         state.layer_opt.set_lrs(self.ratios * self.lr_at(state.iteration - self.start_iteration))
 
     def on_batch_end(self, state: Any, loss: float) -> None:

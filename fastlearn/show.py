@@ -68,8 +68,8 @@ def _draw_target(ax: Any, y: np.ndarray, ds: Any, classes: Any, void: int | None
         return ''
     if tfm_y == 'COORD':
         from matplotlib.patches import Rectangle
-        for t, l, b, r in y.reshape(-1, 4):
-            ax.add_patch(Rectangle((l - 0.5, t - 0.5), r - l, b - t, fill=False, ec='red', lw=2))
+        for t, left, b, r in y.reshape(-1, 4):
+            ax.add_patch(Rectangle((left - 0.5, t - 0.5), r - left, b - t, fill=False, ec='red', lw=2))
         return ''
     if ds.is_reg:
         return ' '.join(f'{v:.3g}' for v in np.ravel(y))
@@ -81,7 +81,10 @@ def _draw_target(ax: Any, y: np.ndarray, ds: Any, classes: Any, void: int | None
 def _colours() -> np.ndarray:
     """20 distinct RGBA colours, one per class index (modulo 20)."""
     import matplotlib
-    return np.array([(*c, 1.0) for c in matplotlib.colormaps['tab20'].colors])
+    from matplotlib.colors import ListedColormap
+    cmap = matplotlib.colormaps['tab20']
+    assert isinstance(cmap, ListedColormap)  # tab20 is a list of 20 colours
+    return np.array([(*c, 1.0) for c in np.asarray(cmap.colors)])
 
 
 def _legend(fig: Any, classes: Any, shown: list[int]) -> None:

@@ -69,7 +69,7 @@ class UnlabelledDataset(FilesDataset):
         super().__init__(fnames, np.zeros(len(fnames), np.int64), no_target(transform), root,
                          c=c)
 
-    def with_transform(self, transform: Any) -> FilesDataset:
+    def with_transform(self, transform: Any) -> UnlabelledDataset:
         return super().with_transform(no_target(transform))
 
 

@@ -74,7 +74,7 @@ def coords_out(t: tv_tensors.BoundingBoxes, points: bool) -> np.ndarray:
 
 def _hw(size: Any) -> np.ndarray:
     h, w = (size, size) if np.ndim(size) == 0 else size
-    return np.float32([h, w])
+    return np.array([h, w], np.float32)
 
 
 def scale_coords(y: Any, size: int | tuple[int, int]) -> np.ndarray:

@@ -13,7 +13,7 @@ import numbers
 import re
 from collections.abc import Callable, Sequence
 from enum import IntEnum
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def _check_number(name: str, value: Any, lo: float, hi: float, example: str, *,
     """`value` as a float (an int if `integer`) in [lo, hi], or None if `optional`."""
     if value is None and optional:
         return None
-    kind = numbers.Integral if integer else numbers.Real
+    kind: Any = numbers.Integral if integer else numbers.Real  # (mypy's numbers ABCs lack <= and int())
     if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
         rule = (('a positive int' if lo == 1 else f'an int >= {lo}') if integer
                 else f'a number in [{lo}, {hi}]')
@@ -85,7 +85,7 @@ def _check_size(name: str, sz: Any, example: str, *, optional: bool = False) -> 
 
 
 def _hw(sz: int | tuple[int, int]) -> tuple[int, int]:
-    return tuple(sz) if isinstance(sz, tuple) else (sz, sz)
+    return sz if isinstance(sz, tuple) else (sz, sz)
 
 
 def _check_enum(name: str, value: Any, enum: type, example: str) -> Any:
@@ -414,13 +414,19 @@ class Transforms:
     @property
     def draft_size(self) -> int:
         """The smallest shorter side the decoded image must keep so that nothing is upsampled:
-        sz (or sz_y; the longer side of an (h, w) size), times max_zoom on train; for RANDOM_RESIZED on train, divided by the
+        sz (or sz_y; the longer side of an (h, w) size), times max_zoom on train; for RANDOM_RESIZED on train,
+        divided by the
         smallest crop's share of the side (sqrt(0.08 * 3/4) ~ 0.245 of a square image)."""
         work = max(self._work)  # either side of the photo may have to cover it
         side = work * (self.max_zoom or 1.0) if self.is_train else float(work)
         if self.is_train and self.crop_type is CropType.RANDOM_RESIZED:
             side /= math.sqrt(_RRC_SCALE[0] * _RRC_RATIO[0])
         return math.ceil(side - 1e-9)
+
+    @overload
+    def __call__(self, im: Image.Image, y: None = None) -> torch.Tensor: ...
+    @overload
+    def __call__(self, im: Image.Image, y: Any) -> tuple[torch.Tensor, Any]: ...
 
     def __call__(self, im: Image.Image, y: Any = None) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """`x = val_tfms(im)` as in the course, or `x, y = trn_tfms(im, y)` with a target."""
@@ -528,7 +534,7 @@ class Transforms:
         if a.ndim not in (3, 4) or a.shape[-3] != n:
             raise ValueError(f"denorm needs a CHW or NCHW array with {n} channels; "
                              f"got shape {a.shape}")
-        a = np.moveaxis(a, -3, -1) * np.float32(self.stats[1]) + np.float32(self.stats[0])
+        a = np.moveaxis(a, -3, -1) * np.array(self.stats[1], np.float32) + np.array(self.stats[0], np.float32)
         return np.clip(a, 0, 1).astype(np.float32)
 
     def __repr__(self) -> str:
@@ -567,7 +573,7 @@ def tfms_from_stats(stats: Stats, sz: int | tuple[int, int], aug_tfms: Sequence[
     shorter-side resize, on train and valid alike. `sz=(h, w)` gives non-square images (CamVid:
     `(360, 480)`); `void=11` fills the pixels a mask (`tfm_y=TfmType.CLASS`) gains from rotation
     or cropping with that label."""
-    common = dict(crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode, norm_y=norm_y,
+    common: dict[str, Any] = dict(crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode, norm_y=norm_y,
                   scale=scale, void=void)
     trn = Transforms(sz, stats, is_train=True, aug_tfms=aug_tfms, max_zoom=max_zoom, pad=pad,
                      **common)

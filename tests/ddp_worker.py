@@ -92,7 +92,8 @@ def train(data_dir: Path, out: Path, weights: Path) -> dict:
     trn_share = [len(b) for b in shard_train(data.trn_dl).batch_sampler]
     val_share = [i for b in shard_eval(data.val_dl)[0].batch_sampler for i in b]
     result = {'trn_share': np.array(trn_share), 'val_share': np.array(val_share),
-              'vals': np.array(vals), 'error': np.array(error), 'lr_find': np.array(finder), 'preds': preds, 'tta': tta, 'repr': np.array(text),
+              'vals': np.array(vals), 'error': np.array(error), 'lr_find': np.array(finder), 'preds': preds, 'tta': tta,
+              'repr': np.array(text),
               'pre_vals': np.array(pre_vals), 'acts': acts,
               'head': np.concatenate([p.detach().reshape(-1).numpy() for p in pre.model.head.parameters()]),
               **{f'w:{k}': v.numpy() for k, v in weights_after.items()}}

@@ -411,6 +411,16 @@ def test_from_arrays_features_come_back_unchanged(tmp_path):
     assert ArraysDataset(x, y).fingerprint() != fp
 
 
+@pytest.mark.parametrize('which', [0, 1])
+def test_from_arrays_names_a_missing_x(tmp_path, which):
+    x, y = np.zeros((4, 3), np.float32), np.arange(4) % 2
+    pairs = [(x, y), (x, y)]
+    pairs[which] = (None, y)
+    with pytest.raises(ValueError, match=r'from_arrays: trn and val need an x array each, got None'):
+        ImageClassifierData.from_arrays(tmp_path, *pairs)
+    assert ImageClassifierData.from_arrays(tmp_path, (x, y), (x, y)).c == 2
+
+
 def test_from_arrays_images_go_through_tfms(tmp_path):
     rng = np.random.default_rng(0)
     x8 = rng.integers(0, 256, (6, 12, 16, 3), dtype=np.uint8)

@@ -28,7 +28,7 @@ import ddp_worker
 from conftest import make_image_folder
 from test_learner import _one_thread, get_data, get_learner  # noqa: F401 (fixtures)
 from fastlearn import distributed
-from fastlearn.conv_learner import ConvLearner, ImageClassifierData, set_seed, tfms_from_model
+from fastlearn.conv_learner import ImageClassifierData, set_seed, tfms_from_model
 from fastlearn.distributed import _EvalShard, _TrainShard
 from fastlearn.precision import FP32, Precision
 
@@ -351,7 +351,7 @@ def test_a_gradient_scaler_steps_with_true_scale_gradients():
     for m, prec in ((model, p), (plain, FP32)):
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
         loss = nn.functional.mse_loss(m(x), y)
-        prec.backward_step(loss, opt, lambda: norms.append(float(m.weight.grad.norm())))
+        prec.backward_step(loss, opt, lambda m=m: norms.append(float(m.weight.grad.norm())))
     assert norms[0] == pytest.approx(norms[1], rel=1e-6)
     assert torch.allclose(model.weight, plain.weight, atol=1e-7)
 

@@ -45,7 +45,8 @@ def test_a_nan_loss_stops_the_fit_and_puts_the_weights_back(tiny_arch, data):
     learn.fit(1e-2, 1)
     before = _weights(learn)
     with pytest.warns(TrainingDiverged, match=r'the loss rose to [0-9.e+]+, over 10x 0\.6931 \(the larger of '
-                      r'its starting loss and a uniform guess\'s\), at epoch 0, batch 1 \(lr 1e\+06\).*start of epoch 0.*lower learning '
+                      r'its starting loss and a uniform guess\'s\), at epoch 0, batch 1 \(lr 1e\+06\)'
+                      r'.*start of epoch 0.*lower learning '
                       r'rate.*lr_find') as caught:
         vals = learn.fit(1e6, 3)
     assert caught[0].filename == __file__, 'the warning points at the fit call'

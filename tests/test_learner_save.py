@@ -131,7 +131,7 @@ def test_save_on_a_full_disk_names_the_file_and_keeps_the_old_one(learn, monkeyp
         try:
             raise OSError(errno.ENOSPC, 'No space left on device')
         except OSError:  # how torch reports it: its own RuntimeError, the OSError as context
-            raise RuntimeError('[enforce fail at inline_container.cc:603] . unexpected pos 64')
+            raise RuntimeError('[enforce fail at inline_container.cc:603] . unexpected pos 64')  # noqa: B904 (no `from`: as torch)
 
     monkeypatch.setattr(torch, 'save', full)
     with pytest.raises(OSError, match=r"cannot save 'm' to .*m\.pth: no space left on device while "

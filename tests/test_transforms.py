@@ -119,8 +119,8 @@ def test_pad_reflects_then_crops_a_window():
     offsets = set()
     for _ in range(30):
         out = np.rint(trn.denorm(trn(Image.fromarray(arr))) * 255)
-        hits = [(t, l) for t in range(7) for l in range(7)
-                if np.array_equal(out, padded[t:t + 16, l:l + 16])]
+        hits = [(t, left) for t in range(7) for left in range(7)
+                if np.array_equal(out, padded[t:t + 16, left:left + 16])]
         assert len(hits) == 1
         offsets.add(hits[0])
     assert len(offsets) > 5
