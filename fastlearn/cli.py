@@ -79,8 +79,10 @@ def _recipe_options(p: argparse.ArgumentParser, d: dict) -> None:
                         f"also quarter turns (default {d['aug']})")
     p.add_argument('--bn-freeze', action=argparse.BooleanOptionalAction, default=d['bn_freeze'],
                    help="keep (or with --no-bn-freeze, train) the body's BatchNorm statistics once "
-                        "unfrozen (default: the architecture table's choice; efficientnet_lite0 keeps "
-                        "them, docs/recipe.md says why)")
+                        + ("unfrozen (default: the architecture table's choice; efficientnet_lite0 keeps "
+                           "them, docs/recipe.md says why)" if d['bn_freeze'] is None else
+                           f"unfrozen (default: {'keep' if d['bn_freeze'] else 'train'} them; the digits "
+                           "are far from ImageNet, docs/troubleshooting.md has the figures)"))
     default = 'one per core; 0 on macOS and Windows' if d['workers'] is None else d['workers']
     p.add_argument('--workers', type=_number(int, 0, 'an integer >= 0'), default=d['workers'],
                    metavar='N', help=f'image-loading processes (default {default})')

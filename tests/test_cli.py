@@ -290,6 +290,30 @@ def test_choose_lr_keeps_the_suggestion_in_range(suggested, used):
     assert demo.choose_lr(FakeLearner()) == (pytest.approx(used), suggested)
 
 
+@pytest.mark.parametrize('suggested, top, note', [
+    (3e-3, 3e-3, 'lr_find suggested 0.003'),
+    (5e-2, 1e-2, 'capped at the head lr 0.01'),
+    (None, 1e-2, 'lr_find found no descent: the head lr 0.01'),  # the course's own rates
+])
+def test_choose_unfrozen_lrs_is_lr_finds_suggestion_capped_at_the_head_lr(suggested, top, note):
+    def suggest():
+        if suggested is None:
+            raise ValueError('no learning rate to suggest')
+        return suggested
+
+    class FakeLearner:
+        layer_groups = [None, None, None]
+        data = SimpleNamespace(trn_dl=range(45))
+
+        def lr_find(self, start_lr, num_it):
+            assert num_it == 45
+            np.testing.assert_allclose(start_lr, [1e-5 / 9, 1e-5 / 3, 1e-5])
+            self.sched = SimpleNamespace(suggest_lr=suggest)
+    lrs, said = demo.choose_unfrozen_lrs(FakeLearner(), 1e-2, 3)
+    np.testing.assert_allclose(lrs, [top / 9, top / 3, top])
+    assert note in said
+
+
 def test_write_digits_is_deterministic_and_reused(tmp_path):
     dest = demo.write_digits(tmp_path / 'digits')
     files = sorted(dest.rglob('*.png'))
