@@ -4,12 +4,15 @@
     model = load_learner('cats_dogs.pth')
     model.predict_image('kitten.jpg')     # ('cats', 0.98)
 
-The file holds tensors and plain values only (architecture name, head shape, classes, size,
-normalisation stats, crop type), so it loads with `torch.load(..., weights_only=True)`:
-unlike a pickled learner, opening it cannot run code.
+The file is a safetensors file: the weights as tensors, and the plain values prediction needs
+(architecture name, head shape, classes, size, normalisation stats, crop type) as JSON in its
+header. Unlike a pickled learner, opening it cannot run code, by construction, and other tools
+read it (`safetensors.safe_open(path, 'pt')`). Files of the first format (one dict saved with
+`torch.save`, loaded with `weights_only=True`) still load.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -19,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .archs import arch_for, get_body
@@ -30,7 +35,8 @@ from .transforms import CropType, tfms_from_stats
 
 __all__ = ['export_learner', 'load_learner', 'Predictor']
 
-FORMAT = 'fastlearn-export-1'
+FORMAT = 'fastlearn-export-2'  # safetensors, the plain values as JSON under the header key 'fastlearn'
+FORMAT_TORCH = 'fastlearn-export-1'  # one dict through torch.save (read, no longer written)
 
 
 def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
@@ -57,9 +63,44 @@ def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
 
 def _write(meta: dict, path: Path) -> Path:
     _check_rebuilds(meta, path)
+    values = {k: v for k, v in meta.items() if k != 'state_dict'}
+    # clone: safetensors refuses tensors that share storage (views of one buffer)
+    blob = safetensors_bytes({k: v.clone() for k, v in meta['state_dict'].items()},
+                             metadata={'format': FORMAT, 'fastlearn': json.dumps(values)})
     with atomic_write(path) as f:
-        torch.save(meta, f)
+        f.write(blob)
     return path
+
+
+def _read(path: Path) -> Any:
+    """The export's plain values with its `state_dict`, from either format; errors name the file."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    fix = 'write it again with learn.export(fname), or restore it from a backup'
+    if not head:
+        raise ValueError(f'{path} is empty (0 bytes): an export that never completed or a truncated '
+                         f'copy; {fix}')
+    if head.startswith(b'PK') or head[:1] == b'\x80':  # torch's zip, or a legacy pickle: format 1
+        meta = load_tensors(path, written_by='learn.export(fname)')
+        return meta if isinstance(meta, dict) and meta.get('format') == FORMAT_TORCH else None
+    if len(head) < 9 or head[8:9] != b'{':  # safetensors: a u64 header length, then JSON
+        raise ValueError(f'{path} is not a safetensors or PyTorch file (its first bytes are neither): '
+                         f'perhaps another format or a renamed file; {fix}')
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            header = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f'{path} is truncated or damaged ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0][:120]}); {fix}') from None
+    if header.get('format') != FORMAT:
+        return None
+    try:
+        values = json.loads(header.get('fastlearn', ''))
+    except json.JSONDecodeError:
+        raise ValueError(f'{path} is a damaged or altered export: its header values are not JSON; '
+                         'export the learner again') from None
+    return {**values, 'state_dict': state} if isinstance(values, dict) else None
 
 
 def _check_rebuilds(meta: dict, path: Path) -> None:
@@ -111,8 +152,8 @@ def load_learner(fname: str | os.PathLike, *, device: torch.device | str | None 
     path = Path(fname)
     if not path.is_file():
         raise FileNotFoundError(f'no exported model at {path}; write one with learn.export({str(path)!r})')
-    meta = load_tensors(path, written_by='learn.export(fname)')
-    if not isinstance(meta, dict) or meta.get('format') != FORMAT:
+    meta = _read(path)
+    if meta is None:
         raise ValueError(f'{path} is not a fastlearn export (no {FORMAT!r} marker); files from '
                          'learn.save() hold weights only: load those with learn.load(name)')
     _check_meta(meta, path)

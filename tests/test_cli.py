@@ -172,7 +172,7 @@ BAD = [
     ('out inside data', 'train {root} --out {root}/out', 'inside the data folder'),
     ('out under a file', 'train {root} --out {tmp}/a_file/out', 'cannot write to --out'),
     ('no model file', 'predict {tmp}/model.pth x.png', 'no model file at'),
-    ('not an export', 'predict {tmp}/weights.pth x.png', 'weights.pth is not a PyTorch file'),
+    ('not an export', 'predict {tmp}/weights.pth x.png', 'weights.pth is not a safetensors or PyTorch file'),
     ('no command', '', 'required'),
     ('no path', 'train', 'required: PATH'),
     ('unknown option', 'train {root} --colour red', 'fastlearn train: error: unrecognized arguments: --colour red'),

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import CLASS_COLOURS, noise_image
 from fastlearn.conv_learner import ConvLearner, ImageClassifierData, load_learner, tfms_from_model
 from fastlearn.archs import Arch
-from fastlearn.export import FORMAT, Predictor
+from fastlearn.export import FORMAT, FORMAT_TORCH, Predictor, _read
 from test_learner import _one_thread, get_data, get_learner  # noqa: F401 (fixtures)
 
 
@@ -118,16 +118,38 @@ def test_a_truncated_export_is_called_truncated(trained, tmp_path):
             load_learner(tmp_path / name)
         assert 'weights_only' not in str(e.value) and 'only tensors' not in str(e.value)
     (tmp_path / 'notes.pth').write_bytes(b'some text\n')
-    with pytest.raises(ValueError, match=r'notes\.pth is not a PyTorch file'):
+    with pytest.raises(ValueError, match=r'notes\.pth is not a safetensors or PyTorch file'):
         load_learner(tmp_path / 'notes.pth')
 
 
 def _altered(trained, tmp_path, **changes):
-    path = trained.export(tmp_path / 'm.pth')
-    meta = torch.load(path, weights_only=True)
-    meta.update(changes)
+    """The export with `changes`, written in the first format (torch.save of one dict), which
+    load_learner still reads."""
+    meta = _read(trained.export(tmp_path / 'm.pth'))
+    meta.update(changes, format=FORMAT_TORCH)
     torch.save(meta, tmp_path / 'altered.pth')
     return tmp_path / 'altered.pth'
+
+
+def test_an_export_is_a_safetensors_file_other_tools_read(trained, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    path = trained.export(tmp_path / 'm.pth')
+    with safe_open(str(path), framework='pt') as f:
+        header = f.metadata()
+        names = set(f.keys())
+    assert header['format'] == FORMAT == 'fastlearn-export-2'
+    values = json.loads(header['fastlearn'])
+    assert values['classes'] == ['ants', 'bees'] and values['c'] == 2
+    assert names == set(trained.model.state_dict())
+
+
+def test_an_export_of_the_first_format_still_loads(trained, tmp_path):
+    files = [trained.data.val_ds.root / f for f in trained.data.val_ds.fnames[:3]]
+    new = load_learner(trained.export(tmp_path / 'm.pth'), device='cpu')
+    old = load_learner(_altered(trained, tmp_path), device='cpu')
+    np.testing.assert_allclose(old.predict(files), new.predict(files), atol=1e-6)
 
 
 def test_an_export_with_another_class_count_is_refused_on_load(trained, tmp_path):
