@@ -21,7 +21,7 @@ import torch
 
 __all__ = ['user_stacklevel', 'to_np', 'T', 'V', 'VV', 'to_gpu', 'children', 'listify',
            'cycle_lengths', 'sum_geom', 'atomic_write', 'remove_dead_parts', 'default_mode',
-           'load_tensors', 'check_state_dict', 'default_device', 'num_cpus', 'default_num_workers',
+           'load_tensors', 'is_safetensors', 'check_state_dict', 'default_device', 'num_cpus', 'default_num_workers',
            'set_seed', 'subplots', 'figure']
 
 
@@ -222,6 +222,14 @@ def load_tensors(path: str | os.PathLike, *, map_location: Any = 'cpu',
         why = _tensor_file_problem(path, e, pickle.UnpicklingError)
     raise ValueError(f'{path} {why}; write it again with {written_by}, or restore it from a '
                      'backup') from None
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """Does the file start as a safetensors file does (a little-endian u64 header length, then the
+    JSON header's `{`)? What `learn.export` writes; `torch.save` files start with a zip or pickle."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') > 1
 
 
 def _tensor_file_problem(path: Path, e: Exception, unpickling: type) -> str:

@@ -27,7 +27,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .archs import arch_for, get_body
-from .core import atomic_write, check_state_dict, default_device, load_tensors, to_np
+from .core import atomic_write, check_state_dict, default_device, is_safetensors, load_tensors, to_np
 from .distributed import main_only
 from .images import open_image
 from .layers import create_head, num_features, pool_flatten
@@ -83,7 +83,7 @@ def _read(path: Path) -> Any:
     if head.startswith(b'PK') or head[:1] == b'\x80':  # torch's zip, or a legacy pickle: format 1
         meta = load_tensors(path, written_by='learn.export(fname)')
         return meta if isinstance(meta, dict) and meta.get('format') == FORMAT_TORCH else None
-    if len(head) < 9 or head[8:9] != b'{':  # safetensors: a u64 header length, then JSON
+    if not is_safetensors(path):
         raise ValueError(f'{path} is not a safetensors or PyTorch file (its first bytes are neither): '
                          f'perhaps another format or a renamed file; {fix}')
     try:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import atomic_write, check_state_dict, listify, load_tensors, to_np
+from .core import atomic_write, check_state_dict, is_safetensors, listify, load_tensors, to_np
 from .distributed import describe, init_distributed, main_only, process_device, sync_module
 from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_momentum
 from .images import open_image
@@ -422,8 +422,11 @@ class Learner:
             saved = sorted(p.stem for p in self.models_path.glob('*.pth')) if self.models_path.is_dir() else []
             raise FileNotFoundError(f'no saved model {os.fspath(name)!r} at {path}; saved models here: '
                                     f'{saved or "none"}')
+        if is_safetensors(path):  # what learn.export writes
+            raise ValueError(f'{path} is a file from learn.export(); open it with '
+                             f'load_learner({str(path)!r})')
         state = load_tensors(path, map_location=self.device, written_by='learn.save(name)')
-        if isinstance(state, dict) and 'format' in state and 'state_dict' in state:
+        if isinstance(state, dict) and 'format' in state and 'state_dict' in state:  # format 1
             raise ValueError(f'{path} is a file from learn.export(); open it with '
                              f'load_learner({str(path)!r})')
         opt = None

@@ -145,6 +145,12 @@ def test_an_export_is_a_safetensors_file_other_tools_read(trained, tmp_path):
     assert names == set(trained.model.state_dict())
 
 
+def test_learn_load_of_an_export_points_to_load_learner(trained, tmp_path):
+    path = trained.export(tmp_path / 'm.pth')
+    with pytest.raises(ValueError, match=r'm\.pth is a file from learn\.export\(\); open it with load_learner'):
+        trained.load(path)
+
+
 def test_an_export_of_the_first_format_still_loads(trained, tmp_path):
     files = [trained.data.val_ds.root / f for f in trained.data.val_ds.fnames[:3]]
     new = load_learner(trained.export(tmp_path / 'm.pth'), device='cpu')
