@@ -1,0 +1,118 @@
+"""Losses and metrics for masks: the class axis is axis 1, as in every torch loss.
+
+    learn = unet_learner(data, efficientnet_lite0)    # loss and metrics from the data's codes
+    loss = seg_cross_entropy(void=11)                 # cross-entropy over pixels, Void ignored
+    metrics = [pixel_accuracy(void=11), mean_iou(12, void=11)]
+
+    cm = confusion(preds, masks, 12, void=11)          # (12, 12) pixel counts, Void rows dropped
+    global_accuracy(cm), iou_per_class(cm), miou(cm, void=11)
+
+Predictions are `(N, C, H, W)` scores (log-probabilities, probabilities or logits: only the
+argmax over axis 1 matters) or `(N, H, W)` class indices; targets are `(N, H, W)` class indices.
+Pixels whose target is Void count for nothing; a Void prediction on another class is an error.
+
+`pixel_accuracy` and `mean_iou` are batch metrics for the epoch table (the mean over batches,
+weighted by images). The figures to quote come from `confusion` accumulated over the whole set
+(`learn.seg_confusion()`): global accuracy over every non-Void pixel, and the IoU of each class
+from the totals, as SegNet's paper reports them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .core import to_np
+
+__all__ = ['seg_cross_entropy', 'pixel_accuracy', 'mean_iou', 'confusion', 'global_accuracy',
+           'iou_per_class', 'miou']
+
+Metric = Callable[[Any, Any], float]
+
+
+def seg_cross_entropy(void: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy over the pixels of `(N, C, H, W)` logits and `(N, H, W)` masks, the mean
+    over non-Void pixels (a batch of Void only gives 0, not NaN)."""
+    ignore = -100 if void is None else int(void)
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if out.ndim < 3 or out.shape[0] != y.shape[0] or out.shape[2:] != y.shape[1:]:
+            raise ValueError(f'seg_cross_entropy: outputs of shape {tuple(out.shape)} need masks of '
+                             f'shape {(out.shape[0], *out.shape[2:])} (classes on axis 1), got '
+                             f'{tuple(y.shape)}')
+        total = F.cross_entropy(out, y, ignore_index=ignore, reduction='sum')
+        return total / (y != ignore).sum().clamp(min=1)
+    loss.__name__ = loss.__qualname__ = 'seg_cross_entropy'
+    loss.void = void  # type: ignore[attr-defined]
+    return loss
+
+
+def _labels(preds: Any, targs: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, target class) per pixel: argmax over axis 1 of scores."""
+    p, t = to_np(preds), to_np(targs)
+    if p.ndim == t.ndim + 1 and p.shape[:1] + p.shape[2:] == t.shape:
+        p = p.argmax(1)
+    if p.shape != t.shape:
+        raise ValueError(f'{name}: preds of shape {p.shape} need masks of shape '
+                         f'{p.shape[:1] + p.shape[2:]} (scores (N, C, H, W), classes on axis 1) or '
+                         f'{p.shape} (class indices), got masks of shape {t.shape}')
+    return p.astype(np.int64), t.astype(np.int64)
+
+
+def confusion(preds: Any, targs: Any, n_classes: int, void: int | None = None) -> np.ndarray:
+    """`(n_classes, n_classes)` pixel counts, row = true class, column = predicted class; pixels
+    whose target is `void` are left out. Sum the matrices of several batches for a whole set."""
+    p, t = _labels(preds, targs, 'confusion')
+    keep = t != void if void is not None else np.ones(t.shape, bool)
+    p, t = p[keep], t[keep]
+    bad = (t < 0) | (t >= n_classes) | (p < 0) | (p >= n_classes)
+    if bad.any():
+        raise ValueError(f'confusion: class indices must lie in 0..{n_classes - 1}; found '
+                         f'{int(max(t.max(), p.max()))}; pass n_classes=len(codes)')
+    return np.bincount(t * n_classes + p, minlength=n_classes ** 2).reshape(n_classes, n_classes)
+
+
+def global_accuracy(cm: np.ndarray) -> float:
+    """Share of (non-Void) pixels predicted right: the trace over the total."""
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else float('nan')
+
+
+def iou_per_class(cm: np.ndarray) -> np.ndarray:
+    """Intersection over union of each class, `tp / (tp + fp + fn)`; NaN for a class that is
+    neither in the targets nor in the predictions."""
+    tp = np.diag(cm).astype(float)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def miou(cm: np.ndarray, void: int | None = None) -> float:
+    """Mean IoU over the classes but `void` (CamVid: the 11 classes), skipping classes absent
+    from both targets and predictions."""
+    iou = iou_per_class(cm)
+    if void is not None:
+        iou = np.delete(iou, void)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan')
+
+
+def pixel_accuracy(void: int | None = None) -> Metric:
+    """`metrics=[pixel_accuracy(void=11)]`: share of non-Void pixels predicted right."""
+    def metric(preds: Any, targs: Any) -> float:
+        p, t = _labels(preds, targs, 'pixel_accuracy')
+        keep = t != void if void is not None else np.ones(t.shape, bool)
+        return float((p[keep] == t[keep]).mean()) if keep.any() else 0.0
+    metric.__name__ = metric.__qualname__ = 'pixel_accuracy'
+    return metric
+
+
+def mean_iou(n_classes: int, void: int | None = None) -> Metric:
+    """`metrics=[mean_iou(12, void=11)]`: the batch's mean IoU over the classes but Void."""
+    def metric(preds: Any, targs: Any) -> float:
+        m = miou(confusion(preds, targs, n_classes, void), void)
+        return 0.0 if np.isnan(m) else m
+    metric.__name__ = metric.__qualname__ = 'mean_iou'
+    return metric
