@@ -18,7 +18,8 @@ from the totals, as SegNet's paper reports them.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from .core import to_np
 
 __all__ = ['seg_cross_entropy', 'pixel_accuracy', 'mean_iou', 'confusion', 'global_accuracy',
-           'iou_per_class', 'miou']
+           'iou_per_class', 'miou', 'SegEvaluation']
 
 Metric = Callable[[Any, Any], float]
 
@@ -116,3 +117,45 @@ def mean_iou(n_classes: int, void: int | None = None) -> Metric:
         return 0.0 if np.isnan(m) else m
     metric.__name__ = metric.__qualname__ = 'mean_iou'
     return metric
+
+
+@dataclass
+class SegEvaluation:
+    """A set's pixel confusion matrix and what lesson 3 reads from it (`learn.interpret()`).
+
+        ev.accuracy, ev.miou       # global pixel accuracy and mean IoU, Void ignored
+        ev.iou['Car']              # one class's IoU
+        ev.most_confused(3)        # [('Sidewalk', 'Road', 0.021), ...]: share of all pixels
+    """
+    cm: np.ndarray
+    classes: Sequence[str]
+    void: int | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return global_accuracy(self.cm)
+
+    @property
+    def miou(self) -> float:
+        return miou(self.cm, self.void)
+
+    @property
+    def iou(self) -> dict[str, float]:
+        """IoU per class name, Void left out (NaN: in neither targets nor predictions)."""
+        return {str(c): float(v) for k, (c, v) in enumerate(zip(self.classes, iou_per_class(self.cm)))
+                if k != self.void}
+
+    def most_confused(self, n: int = 5) -> list[tuple[str, str, float]]:
+        """The `n` largest off-diagonal cells as (true, predicted, share of all non-Void
+        pixels), the largest first."""
+        off = self.cm.astype(float).copy()
+        np.fill_diagonal(off, 0)
+        order = np.argsort(-off, axis=None, kind='stable')[:n]
+        total = max(self.cm.sum(), 1)
+        return [(str(self.classes[i]), str(self.classes[j]), float(off[i, j] / total))
+                for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+
+    def __repr__(self) -> str:
+        ious = ', '.join(f'{c} {v:.3f}' for c, v in self.iou.items())
+        return (f'SegEvaluation: pixel accuracy {self.accuracy:.4f}, mean IoU {self.miou:.4f} '
+                f'(Void ignored)\n  IoU: {ious}')
