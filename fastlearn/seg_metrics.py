@@ -101,12 +101,13 @@ def miou(cm: np.ndarray, void: int | None = None) -> float:
 
 
 def pixel_accuracy(void: int | None = None) -> Metric:
-    """`metrics=[pixel_accuracy(void=11)]`: share of non-Void pixels predicted right."""
+    """`metrics=[pixel_accuracy(void=11)]`: share of non-Void pixels predicted right (the
+    epoch table's column `pixel_acc`)."""
     def metric(preds: Any, targs: Any) -> float:
         p, t = _labels(preds, targs, 'pixel_accuracy')
         keep = t != void if void is not None else np.ones(t.shape, bool)
         return float((p[keep] == t[keep]).mean()) if keep.any() else 0.0
-    metric.__name__ = metric.__qualname__ = 'pixel_accuracy'
+    metric.__name__ = metric.__qualname__ = 'pixel_acc'  # the epoch table's 12-wide column
     return metric
 
 

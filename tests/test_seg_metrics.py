@@ -36,7 +36,7 @@ def test_golden_pixel_accuracy_and_iou():
     assert pixel_accuracy(VOID)(torch.tensor(scores(PRED)), torch.tensor(TRUTH)) == pytest.approx(3 / 5)
     assert mean_iou(4, VOID)(scores(PRED), TRUTH) == pytest.approx((1 / 2 + 1 / 3 + 1) / 3)
     assert pixel_accuracy()(PRED, TRUTH) == pytest.approx(3 / 6)  # Void counted: (1,1) 3->2 wrong
-    assert pixel_accuracy.__name__ and pixel_accuracy(VOID).__name__ == 'pixel_accuracy'
+    assert pixel_accuracy.__name__ and pixel_accuracy(VOID).__name__ == 'pixel_acc'
 
 
 def test_class_absent_everywhere_is_skipped_by_miou():
@@ -82,7 +82,7 @@ def test_learner_on_masks_takes_log_softmax_over_classes(tmp_path):
     model = nn.Conv2d(3, data.c, 1)
     learn = Learner(data, model, [model], models_name=str(tmp_path / 'm'), quiet=True)
     assert learn.crit.__name__ == 'seg_cross_entropy' and learn.crit.void == VOID
-    assert [m.__name__ for m in learn.metrics] == ['pixel_accuracy']
+    assert [m.__name__ for m in learn.metrics] == ['pixel_acc']
     preds, y = learn.predict_with_targs()
     assert preds.shape == (4, 4, 30, 40) and y.shape == (4, 30, 40)
     np.testing.assert_allclose(np.exp(preds).sum(1), 1, atol=1e-5)  # probabilities over classes
