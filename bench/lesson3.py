@@ -3,6 +3,7 @@
     .venv/bin/python bench/lesson3.py [--camvid ../shared/data/camvid] [--bs 8]
                                       [--half 3 3] [--full 0 2] [--compare-repeats 2]
                                       [--only recipe compare] [--seed 0]
+                                      [--class-weights median_frequency] [--figures docs/figures]
 
 - recipe: `unet_learner(data, efficientnet_lite0)` at half size (180x240): `--half F U` epochs
   of one cycle with the body frozen (max_lr 3e-2), then F..U unfrozen (slice(1e-3, 1e-2));
@@ -72,7 +73,8 @@ def recipe(args: argparse.Namespace, tmp: Path) -> None:
     set_seed(args.seed)
     t0 = time.perf_counter()
     learn = unet_learner(camvid_data(args.camvid, HALF, args.bs), efficientnet_lite0,
-                         models_name=str(tmp / 'models'), tmp_name=str(tmp / 'tmp'))
+                         models_name=str(tmp / 'models'), tmp_name=str(tmp / 'tmp'),
+                         class_weights=args.class_weights)
     stage(learn, args.half, 3e-2)
     ev = learn.interpret()
     print(f'half size {HALF}, {args.half[0]} frozen + {args.half[1]} unfrozen epochs: pixel '
@@ -90,6 +92,11 @@ def recipe(args: argparse.Namespace, tmp: Path) -> None:
           f'{time.perf_counter() - t0:.0f} s in all')
     print(ev)
     print('most confused (true, predicted, share of pixels):', ev.most_confused(5))
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        fig = learn.show_results(rows=3, tta=True)
+        fig.savefig(args.figures / 'lesson3_seg_results.png', dpi=80, bbox_inches='tight')
+        print(f'wrote {args.figures / "lesson3_seg_results.png"}')
 
 
 def hand_epoch(model, opt, trn_dl, val_dl, void: int, c: int) -> list[float]:
@@ -156,6 +163,10 @@ def main() -> None:
     ap.add_argument('--compare-repeats', type=int, default=2)
     ap.add_argument('--only', nargs='+', choices=['recipe', 'compare'], default=['recipe', 'compare'])
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--class-weights', default=None, choices=['median_frequency'],
+                    help="the loss's class weights (default: none)")
+    ap.add_argument('--figures', type=Path, default=None,
+                    help='write show_results of the final model here (docs/figures)')
     args = ap.parse_args()
     print(f'{time.strftime("%Y-%m-%d %H:%M")}, torch {torch.__version__}, {torch.get_num_threads()} '
           f'threads, OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY")}, {load()}')

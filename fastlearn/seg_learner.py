@@ -30,9 +30,10 @@ from .export import export_learner
 from .images import open_image
 from .learner import Learner
 from .model import to_device
-from .seg_metrics import SegEvaluation, confusion, mean_iou, pixel_accuracy
+from .seg_metrics import (SegEvaluation, confusion, mean_iou, median_frequency, pixel_accuracy,
+                          seg_cross_entropy)
 from .show import show_seg_results
-from .target_data import no_target
+from .target_data import no_target, open_mask
 from .unet import build_unet, unet_groups
 
 __all__ = ['UnetLearner', 'unet_learner']
@@ -133,10 +134,13 @@ class UnetLearner(Learner):
 
 
 def unet_learner(data: Any, arch: Any, metrics: Sequence[Callable] | None = None, *,
-                 pretrained: bool = True, weights: Any = None, **kwargs: Any) -> UnetLearner:
+                 pretrained: bool = True, weights: Any = None,
+                 class_weights: Sequence[float] | str | None = None, **kwargs: Any) -> UnetLearner:
     """`learn = unet_learner(data, efficientnet_lite0)`: a U-Net for `data.c` codes on the body
     of `arch` (any architecture of the table), the body frozen (its two layer groups) and the
-    decoder training. Metrics default to pixel accuracy and mean IoU, Void ignored."""
+    decoder training. Metrics default to pixel accuracy and mean IoU, Void ignored.
+    `class_weights`: one loss weight per code, or `'median_frequency'` for SegNet's balancing
+    computed from the training masks (`seg_metrics.median_frequency`)."""
     if not getattr(data, 'is_seg', False):
         raise ValueError('unet_learner needs segmentation data (masks): build it with '
                          'SegmentationItemList...label_from_func(get_y_fn, classes=codes); for '
@@ -148,6 +152,16 @@ def unet_learner(data: Any, arch: Any, metrics: Sequence[Callable] | None = None
         kwargs.setdefault('clip', [a.body_clip] * (len(groups) - 1) + [None])
     if metrics is None:
         metrics = [pixel_accuracy(data.void), mean_iou(data.c, data.void)]
+    if isinstance(class_weights, str):
+        if class_weights != 'median_frequency':
+            raise ValueError(f"class_weights is one weight per code or 'median_frequency'; got "
+                             f"{class_weights!r}")
+        class_weights = median_frequency((open_mask(p) for p in data.trn_ds.y), data.c, data.void)
+    if class_weights is not None:
+        if len(class_weights) != data.c:
+            raise ValueError(f'class_weights has {len(class_weights)} values but the data has '
+                             f'{data.c} codes; pass one per code (Void\'s is ignored)')
+        kwargs.setdefault('crit', seg_cross_entropy(data.void, class_weights))
     learn = UnetLearner(data, model, groups, metrics=metrics, arch_name=a.name, **kwargs)
     learn.bn_freeze(a.bn_freeze)
     learn.freeze()

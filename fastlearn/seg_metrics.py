@@ -28,27 +28,57 @@ import torch.nn.functional as F
 
 from .core import to_np
 
-__all__ = ['seg_cross_entropy', 'pixel_accuracy', 'mean_iou', 'confusion', 'global_accuracy',
+__all__ = ['seg_cross_entropy', 'median_frequency', 'pixel_accuracy', 'mean_iou', 'confusion', 'global_accuracy',
            'iou_per_class', 'miou', 'SegEvaluation']
 
 Metric = Callable[[Any, Any], float]
 
 
-def seg_cross_entropy(void: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def seg_cross_entropy(void: int | None = None, weight: Sequence[float] | None = None
+                      ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Cross-entropy over the pixels of `(N, C, H, W)` logits and `(N, H, W)` masks, the mean
-    over non-Void pixels (a batch of Void only gives 0, not NaN)."""
+    over non-Void pixels (a batch of Void only gives 0, not NaN). `weight`: one weight per class
+    (e.g. `median_frequency(masks, 12, void=11)`, SegNet's class balancing); the mean is then
+    weighted by the pixels' class weights, as torch's weighted cross-entropy."""
     ignore = -100 if void is None else int(void)
+    w = None if weight is None else torch.as_tensor(np.asarray(weight, np.float32))
 
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if out.ndim < 3 or out.shape[0] != y.shape[0] or out.shape[2:] != y.shape[1:]:
             raise ValueError(f'seg_cross_entropy: outputs of shape {tuple(out.shape)} need masks of '
                              f'shape {(out.shape[0], *out.shape[2:])} (classes on axis 1), got '
                              f'{tuple(y.shape)}')
-        total = F.cross_entropy(out, y, ignore_index=ignore, reduction='sum')
-        return total / (y != ignore).sum().clamp(min=1)
+        keep = y != ignore
+        if w is None:
+            total = F.cross_entropy(out, y, ignore_index=ignore, reduction='sum')
+            return total / keep.sum().clamp(min=1)
+        wd = w.to(out.device)
+        total = F.cross_entropy(out, y, weight=wd, ignore_index=ignore, reduction='sum')
+        return total / wd[y[keep]].sum().clamp(min=1e-12)
     loss.__name__ = loss.__qualname__ = 'seg_cross_entropy'
     loss.void = void  # type: ignore[attr-defined]
     return loss
+
+
+def median_frequency(masks: Any, n_classes: int, void: int | None = None) -> np.ndarray:
+    """SegNet's median frequency balancing: for each class, `freq = its pixels / the pixels of
+    the masks it appears in`, weight = `median(freq) / freq` (Void and absent classes: 0).
+
+        w = median_frequency((open_mask(p) for p in data.trn_ds.y), data.c, data.void)
+        learn = unet_learner(data, arch, class_weights=w)
+    """
+    pixels, present_in = np.zeros(n_classes), np.zeros(n_classes)
+    for m in masks:
+        counts = np.bincount(np.asarray(m, np.int64).ravel(), minlength=n_classes)[:n_classes]
+        pixels += counts
+        present_in += (counts > 0) * counts.sum()
+    if void is not None:
+        pixels[void] = 0
+    seen = pixels > 0
+    if not seen.any():
+        raise ValueError('median_frequency: the masks hold no pixel of any class but Void')
+    freq = np.where(seen, pixels / np.maximum(present_in, 1), 0)
+    return np.where(seen, np.median(freq[seen]) / np.where(seen, freq, 1), 0).astype(np.float32)
 
 
 def _labels(preds: Any, targs: Any, name: str) -> tuple[np.ndarray, np.ndarray]:

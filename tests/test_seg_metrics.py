@@ -8,7 +8,8 @@ from torch import nn
 
 from fastlearn.learner import Learner
 from fastlearn.metrics import accuracy
-from fastlearn.seg_metrics import (confusion, global_accuracy, iou_per_class, mean_iou, miou,
+from fastlearn.seg_metrics import (confusion, global_accuracy, iou_per_class, mean_iou,
+                                   median_frequency, miou,
                                    pixel_accuracy, seg_cross_entropy)
 from seg_data import make_seg_folder, seg_data
 
@@ -94,3 +95,18 @@ def test_learner_on_masks_takes_log_softmax_over_classes(tmp_path):
     preds, y = learn.predict_with_targs()
     keep = y != VOID
     assert acc == pytest.approx(float((preds.argmax(1) == y)[keep].mean()), abs=0.02)
+
+
+def test_weighted_loss_and_median_frequency():
+    masks = [np.array([[0, 0, 0, 1]]), np.array([[0, 2, 2, 3]])]  # 3 = Void
+    # class 0: 4 px in masks of 8 px -> 1/2; class 1: 1 of 4 -> 1/4; class 2: 2 of 4 -> 1/2
+    w = median_frequency(masks, 4, void=VOID)
+    np.testing.assert_allclose(w, [1, 2, 1, 0])
+    gen = torch.Generator().manual_seed(1)
+    out = torch.randn(2, 4, 1, 4, generator=gen)
+    y = torch.tensor(np.stack(masks))
+    keep = y != VOID
+    wt = torch.tensor(w)
+    per_px = F.cross_entropy(out, y, reduction='none')[keep]
+    by_hand = (per_px * wt[y[keep]]).sum() / wt[y[keep]].sum()
+    assert seg_cross_entropy(VOID, w)(out, y).item() == pytest.approx(by_hand.item(), rel=1e-6)

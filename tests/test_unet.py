@@ -141,14 +141,15 @@ def test_unet_learner_wants_masks(tiny_arch, image_folder):
 
 
 CAMVID = __import__('pathlib').Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'camvid'
-# Floors for the shortened recipe below, a little under what it measured (docs/lesson3.md).
-SLOW_FLOOR_ACC, SLOW_FLOOR_MIOU = 0.80, 0.30
+# Floors for the shortened recipe below, under what it measured with seed 0 (pixel accuracy
+# 0.869, mIoU 0.415; with 2 epochs instead of 3 it was 0.800 and 0.329).
+SLOW_FLOOR_ACC, SLOW_FLOOR_MIOU = 0.84, 0.38
 
 
 @pytest.mark.slow
 def test_camvid_half_size_recipe_reaches_its_floor(tmp_path):
     """The shortened lesson-3 recipe: efficientnet_lite0's offline weights, CamVid at half size
-    (180x240), 2 frozen epochs of one cycle. FLOOR measured: see docs/lesson3.md."""
+    (180x240), 3 frozen epochs of one cycle (about 2 minutes on 2 idle cores, 8 loaded)."""
     if not CAMVID.is_dir():
         pytest.skip(f'{CAMVID} is not present')
     from fastlearn.conv_learner import (CropType, SegmentationItemList, efficientnet_lite0,
@@ -165,6 +166,7 @@ def test_camvid_half_size_recipe_reaches_its_floor(tmp_path):
     set_seed(0)
     learn = unet_learner(data, efficientnet_lite0, models_name=str(tmp_path / 'models'),
                          quiet=True)
-    learn.fit_one_cycle(2, 3e-2)
+    learn.fit_one_cycle(3, 3e-2)
     ev = learn.interpret()
+    print(ev)  # with -s: the figures the floors were measured from
     assert ev.accuracy >= SLOW_FLOOR_ACC and ev.miou >= SLOW_FLOOR_MIOU, ev
