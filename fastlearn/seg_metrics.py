@@ -56,7 +56,7 @@ def seg_cross_entropy(void: int | None = None, weight: Sequence[float] | None = 
         total = F.cross_entropy(out, y, weight=wd, ignore_index=ignore, reduction='sum')
         return total / wd[y[keep]].sum().clamp(min=1e-12)
     loss.__name__ = loss.__qualname__ = 'seg_cross_entropy'
-    loss.void = void  # type: ignore[attr-defined]
+    loss.void, loss.weight = void, w  # type: ignore[attr-defined]
     return loss
 
 

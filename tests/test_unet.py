@@ -170,3 +170,18 @@ def test_camvid_half_size_recipe_reaches_its_floor(tmp_path):
     ev = learn.interpret()
     print(ev)  # with -s: the figures the floors were measured from
     assert ev.accuracy >= SLOW_FLOOR_ACC and ev.miou >= SLOW_FLOOR_MIOU, ev
+
+
+def test_class_weights_from_the_training_masks(tiny_arch, seg_folder, tmp_path):
+    from fastlearn.seg_metrics import median_frequency
+    from fastlearn.target_data import open_mask
+    data = seg_data(seg_folder)
+    learn = learner(tiny_arch, data, tmp_path, class_weights='median_frequency')
+    want = median_frequency([open_mask(p) for p in data.trn_ds.y], 4, VOID)
+    np.testing.assert_allclose(learn.crit.weight.numpy(), want)
+    assert want[VOID] == 0 and (want[:3] > 0).all()
+    assert learner(tiny_arch, data, tmp_path).crit.weight is None
+    with pytest.raises(ValueError, match='one per code'):
+        learner(tiny_arch, data, tmp_path, class_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match='median_frequency'):
+        learner(tiny_arch, data, tmp_path, class_weights='balanced')
