@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from .core import to_np
 
-__all__ = ['seg_cross_entropy', 'median_frequency', 'pixel_accuracy', 'mean_iou', 'confusion', 'global_accuracy',
-           'iou_per_class', 'miou', 'SegEvaluation']
+__all__ = ['seg_cross_entropy', 'median_frequency', 'pixel_accuracy', 'mean_iou', 'confusion',
+           'global_accuracy', 'iou_per_class', 'miou', 'SegEvaluation']
 
 Metric = Callable[[Any, Any], float]
 
@@ -45,9 +45,9 @@ def seg_cross_entropy(void: int | None = None, weight: Sequence[float] | None = 
 
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if out.ndim < 3 or out.shape[0] != y.shape[0] or out.shape[2:] != y.shape[1:]:
-            raise ValueError(f'seg_cross_entropy: outputs of shape {tuple(out.shape)} need masks of '
-                             f'shape {(out.shape[0], *out.shape[2:])} (classes on axis 1), got '
-                             f'{tuple(y.shape)}')
+            raise ValueError(f'seg_cross_entropy: outputs of shape {tuple(out.shape)} need '
+                             f'masks of shape {(out.shape[0], *out.shape[2:])} (classes on axis '
+                             f'1), got {tuple(y.shape)}')
         keep = y != ignore
         if w is None:
             total = F.cross_entropy(out, y, ignore_index=ignore, reduction='sum')
@@ -173,7 +173,8 @@ class SegEvaluation:
     @property
     def iou(self) -> dict[str, float]:
         """IoU per class name, Void left out (NaN: in neither targets nor predictions)."""
-        return {str(c): float(v) for k, (c, v) in enumerate(zip(self.classes, iou_per_class(self.cm)))
+        ious = iou_per_class(self.cm)
+        return {str(c): float(v) for k, (c, v) in enumerate(zip(self.classes, ious))
                 if k != self.void}
 
     def most_confused(self, n: int = 5) -> list[tuple[str, str, float]]:
