@@ -42,6 +42,7 @@ from .learner import Learner
 from .metrics import accuracy, accuracy_np, accuracy_thresh, f2, fbeta, opt_th
 from .model import predict_dl
 from .plots import ImageModelResults, plot_confusion_matrix
+from .seg_learner import UnetLearner, unet_learner
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
                          head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
@@ -58,7 +59,7 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'plt', 'os',  # noqa: F822 (`plt` comes from the module __getattr__ below, loaded lazily)
            'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
            'to_gpu', 'children', 'Flatten', 'ImageFileList', 'ImageItemList',
-           'SegmentationItemList']
+           'SegmentationItemList', 'unet_learner', 'UnetLearner']
 
 
 def __getattr__(name: str) -> Any:

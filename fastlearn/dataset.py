@@ -331,6 +331,16 @@ class ImageClassifierData:
         return self.trn_ds.is_reg
 
     @property
+    def is_seg(self) -> bool:
+        """Segmentation: a mask per image, one class per pixel (scores on axis 1)."""
+        return bool(getattr(self.trn_ds, 'is_seg', False))
+
+    @property
+    def void(self) -> int | None:
+        """The mask label that losses and metrics ignore (CamVid's Void, 11), or None."""
+        return getattr(self.trn_ds, 'void', None)
+
+    @property
     def trn_y(self) -> np.ndarray:
         """Training labels, in `trn_ds.fnames` order."""
         return self.trn_ds.y

@@ -32,6 +32,7 @@ from .distributed import main_only
 from .images import open_image
 from .layers import create_head, num_features, pool_flatten
 from .transforms import CropType, tfms_from_stats
+from .unet import build_unet
 
 __all__ = ['export_learner', 'load_learner', 'Predictor']
 
@@ -128,6 +129,9 @@ def _check_meta(meta: dict, path: Path) -> None:
     if bad or 'ps' not in meta or 'xtra_fc' not in meta:
         raise ValueError(f'{path} is a damaged or altered export: field(s) {bad or ["ps", "xtra_fc"]} '
                          'are missing or of the wrong type; export the learner again')
+    if meta.get('kind', 'classifier') not in ('classifier', 'unet'):
+        raise ValueError(f"{path} is a damaged or altered export: kind {meta.get('kind')!r} is "
+                         "neither 'classifier' nor 'unet'; export the learner again")
     if meta['classes'] and len(meta['classes']) != meta['c']:
         raise ValueError(f"{path} is a damaged or altered export: it lists {len(meta['classes'])} "
                          f"classes but predicts {meta['c']} outputs; export the learner again")
@@ -140,6 +144,8 @@ def _check_meta(meta: dict, path: Path) -> None:
 
 def _build(meta: dict) -> nn.Module:
     arch = arch_for(meta['arch'])
+    if meta.get('kind') == 'unet':  # a segmentation learner's DynamicUnet (unet_learner)
+        return build_unet(arch, meta['c'], pretrained=False)
     body = get_body(arch, pretrained=False, xtra_cut=meta['xtra_cut'])
     head = create_head(2 * num_features(body), meta['c'], ps=meta['ps'], xtra_fc=meta['xtra_fc'],
                        is_multi=meta['is_multi'], is_reg=meta['is_reg'])
@@ -178,6 +184,7 @@ class Predictor:
         self.classes: list[str] = meta['classes']
         self.c = int(meta['c'])
         self.is_multi, self.is_reg = meta['is_multi'], meta['is_reg']
+        self.is_unet = meta.get('kind') == 'unet'
         self.arch = meta['arch']
         sz = tuple(meta['sz']) if isinstance(meta['sz'], list) else meta['sz']
         _, self.tfms = tfms_from_stats((tuple(meta['stats'][0]), tuple(meta['stats'][1])), sz,
@@ -195,15 +202,29 @@ class Predictor:
                    for im in images[i:i + bs]]
             x = torch.stack([self.tfms(im.convert('RGB')) for im in ims]).to(self.device)
             logits = self.model(x)
+            # the class axis is 1: (N, C) for classes, (N, C, H, W) for a U-Net's masks
             out.append(to_np(logits if self.is_reg else
-                             torch.sigmoid(logits) if self.is_multi else F.softmax(logits, dim=-1)))
+                             torch.sigmoid(logits) if self.is_multi else F.softmax(logits, dim=1)))
         return np.concatenate(out) if out else np.zeros((0, self.c), np.float32)
+
+    def predict_mask(self, image: Any) -> np.ndarray:
+        """A U-Net's mask for one image: class indices (H, W) at the export's size.
+
+            model.predict_mask('street.jpg')   # model.classes[mask[0, 0]] == 'Sky'
+        """
+        if not self.is_unet:
+            raise ValueError('predict_mask needs an exported U-Net (unet_learner); this model '
+                             'predicts one class per image: use predict_image')
+        return self.predict([image])[0].argmax(0)
 
     def predict_image(self, image: Any) -> tuple[str, float]:
         """The most likely class of one image and its probability.
 
             model.predict_image('kitten.jpg')     # ('cats', 0.98)
         """
+        if self.is_unet:
+            raise ValueError('this is an exported U-Net: it predicts a class per pixel; use '
+                             'model.predict_mask(image)')
         if self.is_reg or not self.classes:
             raise ValueError('predict_image names a class, and this model has none (regression or '
                              'no class names); use model.predict([image]) for its raw outputs')

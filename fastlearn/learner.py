@@ -21,6 +21,7 @@ from .distributed import describe, init_distributed, main_only, process_device, 
 from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_momentum
 from .images import open_image
 from .metrics import accuracy, accuracy_thresh
+from .seg_metrics import pixel_accuracy, seg_cross_entropy
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
 from .guards import DivergenceGuard
@@ -43,13 +44,22 @@ def l1_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(out, y.view_as(out) if y.numel() == out.numel() else y)
 
 
+def log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the class axis, axis 1: `(N, C)` scores and `(N, C, H, W)`
+    per-pixel scores alike (the last axis of a mask's scores is the image width)."""
+    return F.log_softmax(out, dim=1)
+
+
 def _task_defaults(data: Any) -> tuple[Callable, Callable, list[Callable]]:
     """Loss, output activation and metrics that follow the data: the model emits logits."""
     if getattr(data, 'is_reg', False):
         return l1_loss, (lambda out: out), []
     if getattr(data, 'is_multi', False):
         return F.binary_cross_entropy_with_logits, torch.sigmoid, [accuracy_thresh(0.5)]
-    return F.cross_entropy, (lambda out: F.log_softmax(out, dim=-1)), [accuracy]
+    if getattr(data, 'is_seg', False):
+        void = getattr(data, 'void', None)
+        return seg_cross_entropy(void), log_softmax_classes, [pixel_accuracy(void)]
+    return F.cross_entropy, log_softmax_classes, [accuracy]
 
 
 def _clr_beta(args: Sequence[float]) -> OneCycle:
@@ -74,7 +84,8 @@ def _clip_text(clip: Any) -> str:
 def _task(data: Any) -> tuple[int, str]:
     """Outputs and kind of task: what a model built for `data` predicts."""
     kind = ('regression' if getattr(data, 'is_reg', False) else
-            'multi-label' if getattr(data, 'is_multi', False) else 'single-label')
+            'multi-label' if getattr(data, 'is_multi', False) else
+            'segmentation' if getattr(data, 'is_seg', False) else 'single-label')
     return int(data.c), kind
 
 
@@ -502,7 +513,7 @@ class Learner:
             return self.predict_with_targs(bool(is_test))[0]
         return self._predict_image(is_test)
 
-    def _predict_image(self, image: Any) -> tuple[Any, Any, np.ndarray]:
+    def _predict_image(self, image: Any) -> tuple[Any, ...]:
         if not isinstance(image, (str, os.PathLike)) and not hasattr(image, 'convert'):
             raise TypeError(f'predict takes is_test=True/False, or an image (a file name, a Path '
                             f'or a PIL image); got {type(image).__name__}')

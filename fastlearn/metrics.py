@@ -25,13 +25,16 @@ Metric = Callable[[Any, Any], float]
 
 
 def _single_label(preds: Any, targs: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class, target class) for (N, ..., C) scores and (N, ...) class indices."""
+    """(predicted class, target class) for (N, C) scores and (N,) class indices, or per-pixel
+    (N, C, H, W) scores and (N, H, W) masks: the class axis is axis 1, as in torch's losses."""
     p, t = to_np(preds), to_np(targs)
+    if p.ndim > 2 and p.shape[:1] + p.shape[2:] == t.shape:
+        return p.argmax(1), t
     if p.ndim < 1 or p.shape[:-1] != t.shape:
         hint = (" (targets of the same shape as preds look multi-label: use accuracy_thresh)"
                 if p.shape == t.shape else "")
         raise ValueError(f"{name}: preds of shape {p.shape} need targs of shape {p.shape[:-1]} "
-                         f"(one class index per row; argmax is over the last dim), got targs of "
+                         f"(one class index per row; argmax is over the class axis), got targs of "
                          f"shape {t.shape}{hint}")
     if t.size == 0:
         raise ValueError(f"{name}: no predictions (preds of shape {p.shape})")

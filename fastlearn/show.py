@@ -18,7 +18,7 @@ from .core import subplots, to_np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ['show_batch']
+__all__ = ['show_batch', 'show_seg_results']
 
 
 def show_batch(data: Any, rows: int = 3, *, ds_type: str = 'train',
@@ -76,6 +76,37 @@ def _draw_target(ax: Any, y: np.ndarray, ds: Any, classes: Any, void: int | None
     if ds.is_multi:
         return ';'.join(str(classes[j]) for j in np.flatnonzero(y)) if classes else str(y)
     return str(classes[int(y)]) if classes else str(int(y))
+
+
+def show_seg_results(photos: Any, truths: Any, preds: Any, classes: Any, void: int | None = None,
+                     *, figsize: tuple[float, float] | None = None) -> Figure:
+    """One row per image: the photo | its true mask | the predicted mask, in the colours of
+    `show_batch` (Void black), with a legend of the codes that appear.
+
+        show_seg_results(photos, masks, preds.argmax(1), data.classes, data.void)
+    """
+    photos, truths, preds = list(photos), to_np(truths), to_np(preds)
+    if not (len(photos) == len(truths) == len(preds)) or not len(photos):
+        raise ValueError(f"show_seg_results: {len(photos)} photos, {len(truths)} masks and "
+                         f"{len(preds)} predictions; pass one of each per image (at least one)")
+    n = len(photos)
+    fig, axes = subplots(n, 3, figsize=figsize or (9.6, 2.6 * n), squeeze=False)
+    colours, shown = _colours(), set[int]()
+    for row, photo, truth, pred in zip(axes, photos, truths, preds):
+        row[0].imshow(photo, interpolation='none')
+        for ax, m in ((row[1], truth), (row[2], pred)):
+            rgb = colours[m % 20][..., :3]
+            if void is not None:
+                rgb[m == void] = 0.0
+            ax.imshow(rgb, interpolation='none')
+            shown.update(int(v) for v in np.unique(m) if v != void)
+        for ax in row:
+            ax.axis('off')
+    for ax, title in zip(axes[0], ('photo', 'truth', 'prediction')):
+        ax.set_title(title, fontsize=10)
+    if classes is not None:
+        _legend(fig, classes, sorted(shown))
+    return fig
 
 
 def _colours() -> np.ndarray:

@@ -42,6 +42,7 @@ class SegmentationDataset(FilesDataset):
         self.fnames, self.root, self.transform = [str(f) for f in fnames], Path(root), transform
         self.y = np.array([str(m) for m in masks], dtype=object)
         self.is_reg = self.is_multi = False
+        self.is_seg = True
         self.c, self.void = len(classes), void
         if len(self.fnames) != len(self.y):
             raise ValueError(f"{len(self.fnames)} file names but {len(self.y)} masks")

@@ -1,0 +1,181 @@
+"""Lesson 3's segmentation recipe on CamVid, and a U-Net epoch against a hand-written loop.
+
+    .venv/bin/python bench/lesson3.py [--camvid ../shared/data/camvid] [--bs 8]
+                                      [--half 3 3] [--full 0 2] [--compare-repeats 2]
+                                      [--only recipe compare] [--seed 0]
+                                      [--class-weights median_frequency] [--figures docs/figures]
+
+- recipe: `unet_learner(data, efficientnet_lite0)` at half size (180x240): `--half F U` epochs
+  of one cycle with the body frozen (max_lr 3e-2), then F..U unfrozen (slice(1e-3, 1e-2));
+  then `set_data` at full size (360x480) for `--full F U` more epochs the same way (0 0 skips
+  it). Printed after each stage: global pixel accuracy and mean IoU over the 11 classes on the
+  101 validation photos (Void ignored, from the whole set's confusion matrix), wall seconds
+  since the start; at the end the same with flip TTA, and the per-class IoU.
+- compare: one frozen U-Net epoch at half size, `learn.fit(1e-2, 1)` (quiet, validation with
+  pixel accuracy and mean IoU) against a hand-written loop doing the same work: a copy of the
+  same network (encoder and decoder), the encoder's parameters `requires_grad=False` and in eval
+  (frozen BatchNorm), SGD momentum 0.9 over the decoder, cross-entropy with `ignore_index=11`,
+  `loss.item()` per batch, then a validation pass computing the same loss and metrics; the same
+  loaders (`num_workers=0`, flips). Sides alternate; best and median of `--compare-repeats`.
+  Target: at most 1.05x.
+
+Seeds are set with `set_seed(seed)` before the learner is built. Nothing is written under
+`--camvid` (models go to a temporary folder).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+# fastlearn first: it chooses OpenMP's wait policy, which OpenMP reads once, when torch loads.
+from fastlearn.conv_learner import (CropType, SegmentationItemList, efficientnet_lite0,  # isort: skip
+                                    set_seed, tfms_from_model, unet_learner)
+from fastlearn.transforms import RandomFlip  # isort: skip
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+DEFAULT_CAMVID = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'camvid'
+HALF, FULL = (180, 240), (360, 480)
+
+
+def load() -> str:
+    return f'load {os.getloadavg()[0]:.1f}'
+
+
+def camvid_data(path: Path, size: tuple[int, int], bs: int):
+    codes = np.loadtxt(path / 'codes.txt', dtype=str)
+    src = (SegmentationItemList.from_folder(path / 'images')
+           .split_by_fname_file('../valid.txt')
+           .label_from_func(lambda x: path / 'labels' / f'{x.stem}_P.png', classes=codes))
+    tfms = tfms_from_model(efficientnet_lite0, size, aug_tfms=[RandomFlip()],
+                           crop_type=CropType.NO)
+    return src.transform(tfms, size=size, tfm_y=True).databunch(bs=bs, num_workers=0)
+
+
+def stage(learn, epochs: tuple[int, int], lr: float) -> None:
+    frozen, unfrozen = epochs
+    if frozen:
+        learn.freeze()
+        learn.fit_one_cycle(frozen, lr)
+    if unfrozen:
+        learn.unfreeze()
+        learn.fit_one_cycle(unfrozen, slice(lr / 30, lr / 3))
+
+
+def recipe(args: argparse.Namespace, tmp: Path) -> None:
+    set_seed(args.seed)
+    t0 = time.perf_counter()
+    learn = unet_learner(camvid_data(args.camvid, HALF, args.bs), efficientnet_lite0,
+                         models_name=str(tmp / 'models'), tmp_name=str(tmp / 'tmp'),
+                         class_weights=args.class_weights)
+    stage(learn, args.half, 3e-2)
+    ev = learn.interpret()
+    print(f'half size {HALF}, {args.half[0]} frozen + {args.half[1]} unfrozen epochs: pixel '
+          f'accuracy {ev.accuracy:.4f}, mIoU {ev.miou:.4f}, {time.perf_counter() - t0:.0f} s '
+          f'({load()})', flush=True)
+    if sum(args.full):
+        learn.set_data(camvid_data(args.camvid, FULL, max(args.bs // 2, 2)))
+        stage(learn, args.full, 1e-2)
+        ev = learn.interpret()
+        print(f'full size {FULL}, {args.full[0]} frozen + {args.full[1]} unfrozen epochs: pixel '
+              f'accuracy {ev.accuracy:.4f}, mIoU {ev.miou:.4f}, '
+              f'{time.perf_counter() - t0:.0f} s ({load()})', flush=True)
+    ev = learn.interpret(tta=True)
+    print(f'with flip TTA: pixel accuracy {ev.accuracy:.4f}, mIoU {ev.miou:.4f}, '
+          f'{time.perf_counter() - t0:.0f} s in all')
+    print(ev)
+    print('most confused (true, predicted, share of pixels):', ev.most_confused(5))
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        fig = learn.show_results(rows=3, tta=True)
+        fig.savefig(args.figures / 'lesson3_seg_results.png', dpi=80, bbox_inches='tight')
+        print(f'wrote {args.figures / "lesson3_seg_results.png"}')
+
+
+def hand_epoch(model, opt, trn_dl, val_dl, void: int, c: int) -> list[float]:
+    """One frozen-encoder epoch and a validation pass, in plain torch."""
+    model.train()
+    model.encoder.eval()
+    for x, y in trn_dl:
+        x = x.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(model(x), y, ignore_index=void)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+    model.eval()
+    totals = np.zeros(4)
+    with torch.inference_mode():
+        for x, y in val_dl:
+            out = model(x.contiguous(memory_format=torch.channels_last))
+            keep = y != void
+            p = out.argmax(1)
+            cm = torch.bincount(y[keep] * c + p[keep], minlength=c * c).reshape(c, c).double()
+            iou = cm.diag() / (cm.sum(0) + cm.sum(1) - cm.diag())
+            iou = torch.cat([iou[:void], iou[void + 1:]])
+            m = iou[~iou.isnan()].mean().item()
+            acc = (p[keep] == y[keep]).double().mean().item()
+            totals += len(y) * np.array([F.cross_entropy(out, y, ignore_index=void).item(), acc, m, 1])
+    return (totals[:3] / totals[3]).tolist()
+
+
+def compare(args: argparse.Namespace, tmp: Path) -> None:
+    data = camvid_data(args.camvid, HALF, args.bs)
+    set_seed(args.seed)
+    learn = unet_learner(data, efficientnet_lite0, models_name=str(tmp / 'models'), quiet=True)
+    model = copy.deepcopy(learn.model)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2,
+                          momentum=0.9)
+    times: dict[str, list[float]] = {'fastlearn': [], 'hand loop': []}
+    for r in range(args.compare_repeats):
+        order = ['fastlearn', 'hand loop'][::1 if r % 2 == 0 else -1]
+        for side in order:
+            t = time.perf_counter()
+            if side == 'fastlearn':
+                vals = learn.fit(1e-2, 1)
+            else:
+                vals = hand_epoch(model, opt, data.trn_dl, data.val_dl, data.void, data.c)
+            times[side].append(time.perf_counter() - t)
+            print(f'  round {r + 1} {side}: {times[side][-1]:.1f} s, val loss {vals[0]:.4f}, '
+                  f'pixel accuracy {vals[1]:.4f}, mean IoU {vals[2]:.4f} ({load()})', flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    print(f'frozen U-Net epoch at {HALF}, bs {args.bs}: fastlearn {best["fastlearn"]:.1f} s '
+          f'(median {statistics.median(times["fastlearn"]):.1f}) vs hand loop '
+          f'{best["hand loop"]:.1f} s (median {statistics.median(times["hand loop"]):.1f}): '
+          f'{best["fastlearn"] / best["hand loop"]:.2f}x (target <= 1.05x)')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--camvid', type=Path, default=DEFAULT_CAMVID)
+    ap.add_argument('--bs', type=int, default=8)
+    ap.add_argument('--half', type=int, nargs=2, default=[3, 3], metavar=('FROZEN', 'UNFROZEN'))
+    ap.add_argument('--full', type=int, nargs=2, default=[0, 2], metavar=('FROZEN', 'UNFROZEN'))
+    ap.add_argument('--compare-repeats', type=int, default=2)
+    ap.add_argument('--only', nargs='+', choices=['recipe', 'compare'], default=['recipe', 'compare'])
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--class-weights', default=None, choices=['median_frequency'],
+                    help="the loss's class weights (default: none)")
+    ap.add_argument('--figures', type=Path, default=None,
+                    help='write show_results of the final model here (docs/figures)')
+    args = ap.parse_args()
+    print(f'{time.strftime("%Y-%m-%d %H:%M")}, torch {torch.__version__}, {torch.get_num_threads()} '
+          f'threads, OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY")}, {load()}')
+    with tempfile.TemporaryDirectory() as tmp:
+        if 'compare' in args.only:
+            compare(args, Path(tmp))
+        if 'recipe' in args.only:
+            recipe(args, Path(tmp))
+
+
+if __name__ == '__main__':
+    main()
