@@ -21,6 +21,7 @@ from .distributed import describe, init_distributed, main_only, process_device, 
 from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_momentum
 from .images import open_image
 from .metrics import accuracy, accuracy_thresh
+from .multilabel import as_thresholds, tags_above
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
 from .guards import DivergenceGuard
@@ -133,6 +134,7 @@ class Learner:
         self.layer_opt: LayerOptimizer | None = None
         self.sched: Recorder | None = None
         self._bn_freeze = False
+        self._thresholds: np.ndarray | None = None
 
     # --- layer groups ------------------------------------------------------------------------
     def get_layer_groups(self) -> list[nn.Module]:
@@ -492,7 +494,8 @@ class Learner:
 
         Given an image instead (a file name, a Path or a PIL image), one prediction, as fastai 2
         users know it: `(class, index, probabilities)`, e.g. `('cats', 0, array([0.98, 0.02]))`;
-        for multi-label `(classes over 0.5, their indices, probabilities)`.
+        for multi-label `(tags over their thresholds, their indices, probabilities)`, the
+        thresholds `learn.thresholds` (0.5 while unset).
         """
         if isinstance(is_test, (bool, np.bool_, int)):
             return self.predict_with_targs(bool(is_test))[0]
@@ -512,11 +515,25 @@ class Learner:
         out = self.predict_array(x[None])[0]
         classes = list(self.data.classes)
         if getattr(self.data, 'is_multi', False):
-            idx = np.flatnonzero(out > 0.5)
-            return [classes[i] for i in idx], idx, out
+            th = 0.5 if self._thresholds is None else self._thresholds
+            tags, idx = tags_above(out, classes, th)
+            return tags, idx, out
         probs = np.exp(out)  # the activation gives log-probabilities
         i = int(probs.argmax())
         return classes[i], i, probs
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """Multi-label: the probability over which each tag is predicted, one per tag (None:
+        0.5). `learn.thresholds = opt_thresholds(probs, y)`, or one number for every tag."""
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, th: Any) -> None:
+        if th is not None and not getattr(self.data, 'is_multi', False):
+            raise ValueError('thresholds apply to multi-label data (tags); this learner predicts '
+                             f'{_task(self.data)[1]} targets')
+        self._thresholds = None if th is None else as_thresholds(th, int(self.data.c))
 
     def predict_array(self, x: Any) -> np.ndarray:
         """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[None]`."""
