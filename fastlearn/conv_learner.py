@@ -42,6 +42,7 @@ from .learner import Learner
 from .metrics import accuracy, accuracy_np, accuracy_thresh, f2, fbeta, opt_th
 from .model import predict_dl
 from .plots import ImageModelResults, plot_confusion_matrix
+from .regression import L1LossFlat, MSELossFlat
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
                          head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
@@ -57,7 +58,7 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'resnext101_64', 'accuracy_np', 'f2', 'fbeta', 'opt_th', 'open_image',
            'plt', 'os', 'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
            'to_gpu', 'children', 'Flatten', 'ImageFileList', 'ImageItemList',
-           'SegmentationItemList']
+           'SegmentationItemList', 'MSELossFlat', 'L1LossFlat']
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,7 @@ from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_moment
 from .images import open_image
 from .metrics import accuracy, accuracy_thresh
 from .multilabel import as_thresholds, tags_above
+from .regression import MSELossFlat, PointPixels, ScaledPointLoss, points_size, points_tta
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
 from .guards import DivergenceGuard
@@ -45,7 +46,12 @@ def l1_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _task_defaults(data: Any) -> tuple[Callable, Callable, list[Callable]]:
-    """Loss, output activation and metrics that follow the data: the model emits logits."""
+    """Loss, output activation and metrics that follow the data: the model emits logits (for
+    points, coordinates in [-1, 1]: the loss scales the pixel targets, the activation gives
+    pixels back; `regression` says why)."""
+    size = points_size(data)
+    if size is not None:
+        return ScaledPointLoss(MSELossFlat(), size), PointPixels(size), []
     if getattr(data, 'is_reg', False):
         return l1_loss, (lambda out: out), []
     if getattr(data, 'is_multi', False):
@@ -125,6 +131,8 @@ class Learner:
         sync_module(self.model)  # several processes start from rank 0's (random) head
         self.precision = FP32
         loss, self.activation, default_metrics = _task_defaults(data)
+        if crit is not None and isinstance(loss, ScaledPointLoss) and not isinstance(crit, ScaledPointLoss):
+            crit = ScaledPointLoss(crit, loss.size)  # e.g. L1LossFlat(), on scaled targets too
         self.crit = crit or loss
         self.metrics = list(default_metrics if metrics is None else metrics)
         self.opt_fn = opt_fn or sgd_momentum
@@ -465,6 +473,10 @@ class Learner:
                              f'{n_old} ({old}), the new data has {n_new} ({new}); build a new '
                              'learner for it')
         self.data = data
+        size = points_size(data)
+        for f in (self.crit, self.activation):  # points: outputs scaled by the new size
+            if isinstance(f, (ScaledPointLoss, PointPixels)) and size is not None:
+                f.size = size
         self.freeze()
 
     # --- predicting --------------------------------------------------------------------------
@@ -557,7 +569,13 @@ class Learner:
 
             log_preds, y = learn.TTA()
             probs = np.mean(np.exp(log_preds), 0)
+
+        For points, each augmented pass comes back in the plain image's pixels (the
+        augmentation's move undone: `regression.points_tta`), so `np.mean(preds, 0)` averages
+        like with like.
         """
+        if isinstance(self.activation, PointPixels):
+            return points_tta(self, n_aug, is_test)
         preds, y = self.predict_dl_with_targs(self._eval_dl(is_test), desc=f'TTA 1/{n_aug + 1}')
         aug_dl = self._eval_dl(is_test, augmented=True)
         return np.stack([preds] + [self.predict_dl(aug_dl, desc=f'TTA {i + 2}/{n_aug + 1}')

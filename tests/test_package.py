@@ -17,7 +17,7 @@ LAYERS = {
     'images': 1, 'summary': 1, 'progress': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1,
     'metrics': 1, 'multilabel': 1, 'plots': 1, 'targets': 1, 'show': 1, 'distributed': 1, 'precision': 1,
     'transforms': 2, 'torch_imports': 2, 'dataset': 2, 'model': 2, 'sgdr': 2,
-    'precompute': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3, 'callbacks': 3,
+    'precompute': 3, 'regression': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3, 'callbacks': 3,
     'learner': 4, 'data_block': 4,
     'conv_learner': 5,
     'demo': 6, 'cli': 7, '__main__': 8,
