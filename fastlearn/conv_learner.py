@@ -42,7 +42,7 @@ from .learner import Learner
 from .metrics import accuracy, accuracy_np, accuracy_thresh, f2, fbeta, opt_th
 from .model import predict_dl
 from .plots import ImageModelResults, plot_confusion_matrix
-from .regression import L1LossFlat, MSELossFlat
+from .regression import L1LossFlat, MSELossFlat, points_size, transformed_points
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
                          head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
@@ -216,9 +216,15 @@ class ConvLearner(Learner):
         if not self._precompute:
             return super()._training_setup()
         bs = self.data.bs
-        trn = ArrayLoader(self.activations('trn'), self.data.trn_ds.y, bs, shuffle=True)
-        val = ArrayLoader(self.activations('val'), self.data.val_ds.y, bs)
+        trn = ArrayLoader(self.activations('trn'), self._targets(self.data.fix_ds), bs, shuffle=True)
+        val = ArrayLoader(self.activations('val'), self._targets(self.data.val_ds), bs)
         return self.model.head, trn, val
+
+    def _targets(self, ds: Any) -> np.ndarray:
+        """The targets beside cached activations: labels as they are, but points as the
+        validation transform moves them (the cache holds un-augmented images at data.sz)."""
+        points = points_size(self.data) is not None and np.ndim(ds.y) == 3
+        return transformed_points(ds) if points else ds.y
 
     def _fit_scope(self, model: nn.Module) -> ContextManager:
         if model is self.model:
@@ -234,7 +240,7 @@ class ConvLearner(Learner):
         split = 'test' if is_test else 'val'
         self._eval_dl(is_test)  # a clear error when there is no test set
         ds = getattr(self.data, _SPLITS[split][0])
-        dl = ArrayLoader(self.activations(split), ds.y, self.data.bs)
+        dl = ArrayLoader(self.activations(split), self._targets(ds), self.data.bs)
         with head_threads(self.device):
             return predict_dl(self.model.head, dl, activation=self.activation, device=self.device,
                               precision=self.precision)

@@ -31,13 +31,14 @@ from PIL import Image
 from torch import nn
 
 from .core import subplots, to_np
+from .dataset import _upright_size
 from .transforms import TfmType
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ['MSELossFlat', 'L1LossFlat', 'ScaledPointLoss', 'PointPixels', 'points_size',
-           'mean_distance', 'points_tta', 'plot_points']
+           'transformed_points', 'mean_distance', 'points_tta', 'plot_points']
 
 
 class MSELossFlat(nn.MSELoss):
@@ -102,6 +103,23 @@ def points_size(data: Any) -> Any:
     return data.sz
 
 
+def transformed_points(ds: Any) -> np.ndarray:
+    """`ds`'s point targets as its (deterministic, validation) transform outputs them, without
+    decoding a photo: each file's size comes from its header, and a blank image of that size
+    carries the points through the transform. What a precomputed head trains against."""
+    out = []
+    for f, y in zip(ds.fnames, ds.y):
+        h, w = _photo_size(ds, f)
+        out.append(ds.transform(Image.new('RGB', (w, h)), y)[1])
+    return np.float32(out)
+
+
+def _photo_size(ds: Any, fname: str) -> tuple[int, int]:
+    """(h, w) of the photo whose pixels `ds`'s points are given in (the original file, upright,
+    also after `resize` made smaller copies)."""
+    return _upright_size((getattr(ds, 'src_root', None) or ds.root) / fname)
+
+
 def mean_distance(preds: Any, targs: Any) -> float:
     """Mean Euclidean distance in pixels between predicted and true (y, x) points (any shape
     ending in 2, or the flat outputs of one point per image)."""
@@ -117,8 +135,7 @@ def _reference_points(ds: Any) -> np.ndarray:
     pushed through a transform beside the image, they reveal the affine map it applied."""
     refs = []
     for f in ds.fnames:
-        with Image.open(ds.root / f) as im:
-            w, h = im.size
+        h, w = _photo_size(ds, f)
         refs.append([[h / 4, w / 4], [h / 4, 3 * w / 4], [3 * h / 4, w / 4], [3 * h / 4, 3 * w / 4]])
     return np.float32(refs)
 

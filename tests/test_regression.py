@@ -10,6 +10,7 @@ from torch import nn
 
 from fastlearn.conv_learner import (ConvLearner, CropType, ImageFileList, L1LossFlat, MSELossFlat,
                                     TfmType, tfms_from_stats)
+from fastlearn.core import to_np
 from fastlearn.regression import (PointPixels, ScaledPointLoss, mean_distance, plot_points,
                                   points_size)
 from fastlearn.targets import scale_coords, unscale_coords
@@ -166,3 +167,21 @@ def test_plot_points(tmp_path):
         fig = plot_points(learn, 4)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ['0.0 px'] * 4
+
+
+def test_a_precomputed_head_trains_on_the_points_the_images_get(tmp_path, tiny_arch):
+    data = blob_data(blob_folder(tmp_path / 'b'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = ConvLearner.pretrained(tiny_arch, data, precompute=True, device='cpu', quiet=True,
+                                       tmp_name=str(tmp_path / 'tmp'))
+    cached_preds, cached_y = learn.predict_with_targs()
+    learn.precompute = False
+    preds, y = learn.predict_with_targs()
+    np.testing.assert_allclose(cached_y, y, atol=1e-5)  # pixels at data.sz, not the files' raw y
+    np.testing.assert_allclose(cached_preds, preds, atol=1e-3)
+    learn.precompute = True
+    _, trn_dl, _ = learn._training_setup()  # the head's training batches: the same targets
+    fixed = np.concatenate([to_np(yb) for _, yb in data.fix_dl])
+    np.testing.assert_allclose(trn_dl.y.numpy(), fixed, atol=1e-5)
+    assert np.isfinite(learn.fit(1e-3, 1)[0])
