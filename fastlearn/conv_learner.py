@@ -174,8 +174,10 @@ class ConvLearner(Learner):
             raise ValueError(f'there is no {split} set: pass test_name= when building the data')
         ds = dl.dataset  # for 'trn' the train images under validation transforms
         # repr(body) holds layer settings (BatchNorm eps, ...) that the weights digest does not.
-        key = cache_key(arch=f'{self.arch_name}\n{self.model.body!r}', weights=self._digest(self.model.body),
-                        xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds,
+        # A custom head sees the body's unpooled maps: its pool (Identity) is part of the key.
+        pool = '' if self.head_config is not None else f'\n{self.model.pool!r}'
+        key = cache_key(arch=f'{self.arch_name}\n{self.model.body!r}{pool}',
+                        weights=self._digest(self.model.body), xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds,
                         precision=self.precision)
         if (split, key) not in self._acts:
             features = nn.Sequential(self.model.body, self.model.pool)
