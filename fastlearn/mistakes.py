@@ -5,6 +5,9 @@ correct labels, mixed with a replay sample of the original training data so it d
     report = fine_tune_on_mistakes(learn, ['a.jpg', 'b.jpg'], ['cats', 'dogs'])
     print(report)   # validation accuracy before -> after, accuracy on the corrected items
 
+    learn = learner_from_export('cats_dogs.pth', data)   # a model in use, exported, and its data
+    fine_tune_on_mistakes(learn, PATH/'corrected'); learn.export('cats_dogs_v2.pth')
+
 The original validation accuracy is the guard: if it falls by more than `max_drop` (1 point),
 the fine-tuned weights are dropped and the learner keeps the model it had (`report.kept`).
 The learner's data, layer groups and freezing are as they were afterwards.
@@ -21,11 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from torch import nn
+
+from .conv_learner import ConvLearner
 from .dataset import FilesDataset, ImageClassifierData
+from .export import Predictor, load_learner
 from .images import list_images
 from .metrics import accuracy
 
-__all__ = ['MistakesReport', 'fine_tune_on_mistakes', 'corrected_items']
+__all__ = ['MistakesReport', 'fine_tune_on_mistakes', 'corrected_items', 'learner_from_export']
 
 
 @dataclass
@@ -83,6 +90,23 @@ def corrected_items(items: Any, labels: Sequence[Any] | None, classes: Sequence[
             raise ValueError(f'fine_tune_on_mistakes: label {lbl!r} of {f} is not one of the '
                              f"model's classes {list(classes)}")
     return files, np.array(y, np.int64)
+
+
+def learner_from_export(model: str | os.PathLike | Predictor, data: Any, **kwargs: Any
+                        ) -> ConvLearner:
+    """`learn = learner_from_export('model.pth', data)`: a learner on `data` (the original
+    training and validation sets) with the weights of an exported model (a file from
+    `learn.export` or a `load_learner` result), its head trainable, ready for
+    `fine_tune_on_mistakes`. `kwargs` go to `ConvLearner.pretrained` (e.g. `ps=`)."""
+    pred = model if isinstance(model, Predictor) else load_learner(model, device='cpu')
+    if list(pred.classes) != list(data.classes or []):
+        raise ValueError(f'learner_from_export: the model predicts {pred.classes} but the data '
+                         f'has classes {data.classes}; pass the data it was trained on')
+    linears = [m for m in pred.model.head.modules() if isinstance(m, nn.Linear)]
+    learn = ConvLearner.pretrained(pred.arch, data, pretrained=False,
+                                   xtra_fc=[m.out_features for m in linears[:-1]], **kwargs)
+    learn.model.load_state_dict(pred.model.state_dict())
+    return learn
 
 
 def _accuracy(learn: Any, ds: Any) -> float:

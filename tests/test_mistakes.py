@@ -8,7 +8,8 @@ import torch
 
 from conftest import make_image_folder, noise_image
 from fastlearn.conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
-from fastlearn.mistakes import MistakesReport, corrected_items, fine_tune_on_mistakes
+from fastlearn.mistakes import (MistakesReport, corrected_items, fine_tune_on_mistakes,
+                               learner_from_export)
 
 
 @pytest.fixture
@@ -77,3 +78,18 @@ def test_bad_input_is_named(trained, tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='no images in'):
         fine_tune_on_mistakes(trained, tmp_path / 'empty')
+
+
+def test_an_exported_model_is_fine_tuned_on_its_data(trained, tmp_path):
+    f = trained.export(tmp_path / 'm.pth')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = learner_from_export(f, trained.data, device='cpu', quiet=True)
+    np.testing.assert_allclose(learn.predict(), trained.predict(), atol=1e-5)
+    folder = corrected_folder(tmp_path / 'c', (200, 200, 40), 'bees')
+    report = fine_tune_on_mistakes(learn, folder, epochs=4, lrs=1e-2)
+    assert report.val_before == 0.875 and report.items_after == 1.0
+    with pytest.raises(ValueError, match='pass the data it was trained on'):
+        learner_from_export(f, ImageClassifierData.from_paths(
+            make_image_folder(tmp_path / 'o', classes=('cats', 'dogs'), n_train=2, n_valid=1),
+            tfms=tfms_from_model(learn.arch_name, 32), num_workers=0))

@@ -19,7 +19,7 @@ LAYERS = {
     'transforms': 2, 'torch_imports': 2, 'dataset': 2, 'model': 2, 'sgdr': 2,
     'precompute': 3, 'regression': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3, 'callbacks': 3,
     'learner': 4, 'data_block': 4,
-    'conv_learner': 5, 'mistakes': 5,
+    'conv_learner': 5, 'mistakes': 6,
     'demo': 6, 'cli': 7, '__main__': 8,
 }
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if p.stem not in ('__init__', 'imports'))
