@@ -37,7 +37,8 @@ from .transforms import TfmType
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ['MSELossFlat', 'L1LossFlat', 'ScaledPointLoss', 'PointPixels', 'points_size',
+__all__ = ['MSELossFlat', 'L1LossFlat', 'SoftArgmax', 'point_head', 'ScaledPointLoss', 'PointPixels',
+           'points_size',
            'transformed_points', 'mean_distance', 'points_tta', 'plot_points']
 
 
@@ -54,6 +55,30 @@ class L1LossFlat(nn.L1Loss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return super().forward(input.reshape(-1), target.reshape(-1).to(input.dtype))
+
+
+class SoftArgmax(nn.Module):
+    """Each channel of a `(N, n, h, w)` map as a softmax over its cells, then the expected cell
+    centre: `(N, 2n)` (y, x) per channel in [-1, 1] image coordinates. Translation-equivariant,
+    so a point moves with what the map responds to, which pooled features cannot say."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, k, h, w = x.shape
+        p = x.float().reshape(n, k, -1).softmax(-1).reshape(n, k, h, w)
+        ys = (torch.arange(h, dtype=p.dtype, device=x.device) + 0.5) / h * 2 - 1
+        xs = (torch.arange(w, dtype=p.dtype, device=x.device) + 0.5) / w * 2 - 1
+        y, x_ = (p.sum(3) * ys).sum(2), (p.sum(2) * xs).sum(2)
+        return torch.stack([y, x_], -1).reshape(n, 2 * k)
+
+
+def point_head(nf: int, n_points: int = 1, hidden: int = 128, p: float = 0.1) -> nn.Sequential:
+    """`ConvLearner.pretrained(arch, data, custom_head=point_head(1280))`: a head for points on
+    the body's unpooled `nf`-channel maps: BatchNorm, dropout, a 1x1 convolution to `hidden`
+    channels, ReLU, one map per point, `SoftArgmax`. On CamVid's car centres (the centroid of
+    the car pixels: a soft-argmax of a 'car mass' map) it beats pooled and flattened heads;
+    docs/lesson3_labels.md has the figures."""
+    return nn.Sequential(nn.BatchNorm2d(nf), nn.Dropout2d(p), nn.Conv2d(nf, hidden, 1), nn.ReLU(),
+                         nn.Conv2d(hidden, n_points, 1), SoftArgmax())
 
 
 def _half(size: Any, device: torch.device) -> torch.Tensor:

@@ -185,3 +185,14 @@ def test_a_precomputed_head_trains_on_the_points_the_images_get(tmp_path, tiny_a
     fixed = np.concatenate([to_np(yb) for _, yb in data.fix_dl])
     np.testing.assert_allclose(trn_dl.y.numpy(), fixed, atol=1e-5)
     assert np.isfinite(learn.fit(1e-3, 1)[0])
+
+
+def test_soft_argmax_finds_the_peak_and_the_head_shape():
+    from fastlearn.regression import SoftArgmax, point_head
+    m = torch.full((1, 2, 4, 8), -50.0)
+    m[0, 0, 1, 6] = 50.0  # point 0 at cell (1, 6): centre (1.5/4, 6.5/8) -> (-0.25, 0.625)
+    m[0, 1, 3, 0] = 50.0  # point 1 at cell (3, 0): (0.75, -0.875)
+    np.testing.assert_allclose(SoftArgmax()(m).numpy(), [[-0.25, 0.625, 0.75, -0.875]], atol=1e-6)
+    flat = SoftArgmax()(torch.zeros(3, 1, 5, 7))  # a flat map: the centre
+    np.testing.assert_allclose(flat.numpy(), 0, atol=1e-6)
+    assert point_head(32, n_points=2)(torch.randn(4, 32, 6, 8)).shape == (4, 4)
