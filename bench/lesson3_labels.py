@@ -3,6 +3,7 @@ beside a baseline measured in the same run.
 
     .venv/bin/python bench/lesson3_labels.py [--data ../shared/data/camvid] [--what tags points]
                                              [--sz 180 240] [--seed 0] [--threads 2]
+                                             [--points-figure docs/figures/lesson3_points.png]
 
 Tags (`labels.csv`, valid = `valid.txt`): EfficientNet-Lite0 with its offline weights, a head
 on cached activations (6 epochs), then the whole model on augmented images (4 epochs), then TTA.
@@ -44,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fastlearn.multilabel import TagInterpretation, f2_samples, opt_thresholds  # noqa: E402
-from fastlearn.regression import mean_distance, point_head  # noqa: E402
+from fastlearn.regression import mean_distance, plot_points, point_head  # noqa: E402
 from fastlearn.transforms import RandomFlip, RandomRotateZoom  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'camvid'
@@ -101,7 +102,8 @@ def tags(path: Path, sz: tuple[int, int], tmp: Path, seed: int) -> None:
           f'{TagInterpretation(p, y, data.classes, 0.2).most_confused(3)}')
 
 
-def points(path: Path, sz: tuple[int, int], tmp: Path, seed: int) -> None:
+def points(path: Path, sz: tuple[int, int], tmp: Path, seed: int, figure: Path | None = None
+           ) -> None:
     set_seed(seed)
     t0 = time.perf_counter()
     data = point_data(path, sz)
@@ -125,6 +127,9 @@ def points(path: Path, sz: tuple[int, int], tmp: Path, seed: int) -> None:
     p, y = learn.TTA()
     print(f'  TTA (4 augmented passes undone + plain): {mean_distance(p.mean(0), y) * k:.1f} px, '
           f'plain pass {mean_distance(p[0], y) * k:.1f} px  [{time.perf_counter() - t0:.0f} s]')
+    if figure is not None:  # titles in the model's pixels (half the photo's at 180x240)
+        plot_points(learn, 8, p[0], figsize=(14, 5)).savefig(figure, dpi=80, bbox_inches='tight')
+        print(f'  figure: {figure}')
 
 
 def main() -> None:
@@ -133,14 +138,20 @@ def main() -> None:
     ap.add_argument('--what', nargs='+', default=['tags', 'points'], choices=['tags', 'points'])
     ap.add_argument('--sz', type=int, nargs=2, default=[180, 240])
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--points-figure', type=Path, default=None,
+                    help='write the plot of predicted and true points there (a .png)')
     ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 2)))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings('ignore', message='precompute=True')
-    print(f'torch {torch.__version__}, {args.threads} threads, seed {args.seed}')
+    print(f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, load average '
+          f'{" ".join(f"{v:.2f}" for v in os.getloadavg())}, torch {torch.__version__}, '
+          f'{args.threads} threads, seed {args.seed}')
     with tempfile.TemporaryDirectory() as tmp:
-        for what in args.what:
-            {'tags': tags, 'points': points}[what](args.data, tuple(args.sz), Path(tmp), args.seed)
+        if 'tags' in args.what:
+            tags(args.data, tuple(args.sz), Path(tmp), args.seed)
+        if 'points' in args.what:
+            points(args.data, tuple(args.sz), Path(tmp), args.seed, args.points_figure)
 
 
 if __name__ == '__main__':
