@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--points-figure', type=Path, default=None,
                     help='write the plot of predicted and true points there (a .png)')
-    ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 2)))
+    ap.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', '2')))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings('ignore', message='precompute=True')

@@ -1,7 +1,6 @@
 """Lesson 3 on real photos (CamVid): tags with thresholds, car points with TTA. Shortened
 recipes at half size (180x240); the floors sit below what these runs measured (in the comments;
 bench/lesson3_labels.py runs the full recipes)."""
-import warnings
 
 import numpy as np
 import pytest
@@ -48,7 +47,7 @@ def test_camvid_tags_f2_with_thresholds(camvid, tmp_path):
     assert rows['Road']['recall'] == 1.0  # on every photo, never missed
     # predict(image) names the tags over their own thresholds
     f = camvid / 'images' / data.val_ds.fnames[0].split('/')[-1]
-    tags, idx, probs = learn.predict(f)
+    tags, _, probs = learn.predict(f)
     assert tags == [c for c, pr, t in zip(data.classes, probs, learn.thresholds) if pr > t]
 
 

@@ -136,7 +136,7 @@ def test_tta_undoes_rotation_and_zoom(tmp_path):
     learn = centroid_learner(data)
     preds, y = learn.TTA(n_aug=3)
     plain = preds[0]
-    x, moved = next(iter(data.aug_dl))  # the augmentation does move the points
+    _, moved = next(iter(data.aug_dl))  # the augmentation does move the points
     assert mean_distance(moved, y) > 1.5
     for k in (1, 2, 3):
         assert mean_distance(preds[k], plain) < 0.6  # back in place, up to resampling
