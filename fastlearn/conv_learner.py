@@ -43,6 +43,7 @@ from .metrics import accuracy, accuracy_np, accuracy_thresh, f2, fbeta, opt_th
 from .model import predict_dl
 from .plots import ImageModelResults, plot_confusion_matrix
 from .seg_learner import UnetLearner, unet_learner
+from .regression import L1LossFlat, MSELossFlat, points_size, transformed_points
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
                          head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
@@ -59,7 +60,7 @@ __all__ = ['ConvLearner', 'Learner', 'ImageClassifierData', 'get_cv_idxs', 'tfms
            'plt', 'os',  # noqa: F822 (`plt` comes from the module __getattr__ below, loaded lazily)
            'glob', 'Path', 'torch', 'nn', 'F', 'Variable', 'V', 'T', 'VV', 'to_np',
            'to_gpu', 'children', 'Flatten', 'ImageFileList', 'ImageItemList',
-           'SegmentationItemList', 'unet_learner', 'UnetLearner']
+           'SegmentationItemList', 'unet_learner', 'UnetLearner', 'MSELossFlat', 'L1LossFlat']
 
 
 def __getattr__(name: str) -> Any:
@@ -177,7 +178,9 @@ class ConvLearner(Learner):
         ds = dl.dataset  # for 'trn' the train images under validation transforms
         # repr(body) holds layer settings (BatchNorm eps, ...) that the weights digest does not.
         body: nn.Module = self.model.body  # type: ignore[assignment]  # a child: torch types it Tensor | Module
-        key = cache_key(arch=f'{self.arch_name}\n{body!r}', weights=self._digest(body),
+        # A custom head sees the body's unpooled maps: its pool (Identity) is part of the key.
+        pool = '' if self.head_config is not None else f'\n{self.model.pool!r}'
+        key = cache_key(arch=f'{self.arch_name}\n{body!r}{pool}', weights=self._digest(body),
                         xtra_cut=self.xtra_cut, sz=self.data.sz, tfms=ds.transform, dataset=ds,
                         precision=self.precision)
         if (split, key) not in self._acts:
@@ -219,9 +222,15 @@ class ConvLearner(Learner):
         if not self._precompute:
             return super()._training_setup()
         bs = self.data.bs
-        trn = ArrayLoader(self.activations('trn'), self.data.trn_ds.y, bs, shuffle=True)
-        val = ArrayLoader(self.activations('val'), self.data.val_ds.y, bs)
+        trn = ArrayLoader(self.activations('trn'), self._targets(self.data.fix_ds), bs, shuffle=True)
+        val = ArrayLoader(self.activations('val'), self._targets(self.data.val_ds), bs)
         return self.model.head, trn, val  # type: ignore[return-value]  # a child: typed Tensor | Module
+
+    def _targets(self, ds: Any) -> np.ndarray:
+        """The targets beside cached activations: labels as they are, but points as the
+        validation transform moves them (the cache holds un-augmented images at data.sz)."""
+        points = points_size(self.data) is not None and np.ndim(ds.y) == 3
+        return transformed_points(ds) if points else ds.y
 
     def _fit_scope(self, model: nn.Module) -> ContextManager:
         if model is self.model:
@@ -237,7 +246,7 @@ class ConvLearner(Learner):
         split = 'test' if is_test else 'val'
         self._eval_dl(is_test)  # a clear error when there is no test set
         ds = getattr(self.data, _SPLITS[split][0])
-        dl = ArrayLoader(self.activations(split), ds.y, self.data.bs)
+        dl = ArrayLoader(self.activations(split), self._targets(ds), self.data.bs)
         with head_threads(self.device):
             head: nn.Module = self.model.head  # type: ignore[assignment]  # a child: typed Tensor | Module
             return predict_dl(head, dl, activation=self.activation, device=self.device,

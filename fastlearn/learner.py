@@ -22,6 +22,8 @@ from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_moment
 from .images import open_image
 from .metrics import accuracy, accuracy_thresh
 from .seg_metrics import pixel_accuracy, seg_cross_entropy
+from .multilabel import as_thresholds, tags_above
+from .regression import MSELossFlat, PointPixels, ScaledPointLoss, points_size, points_tta
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
 from .guards import DivergenceGuard
@@ -51,7 +53,12 @@ def log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
 
 
 def _task_defaults(data: Any) -> tuple[Callable, Callable, list[Callable]]:
-    """Loss, output activation and metrics that follow the data: the model emits logits."""
+    """Loss, output activation and metrics that follow the data: the model emits logits (for
+    points, coordinates in [-1, 1]: the loss scales the pixel targets, the activation gives
+    pixels back; `regression` says why)."""
+    size = points_size(data)
+    if size is not None:
+        return ScaledPointLoss(MSELossFlat(), size), PointPixels(size), []
     if getattr(data, 'is_reg', False):
         return l1_loss, (lambda out: out), []
     if getattr(data, 'is_multi', False):
@@ -135,6 +142,8 @@ class Learner:
         sync_module(self.model)  # several processes start from rank 0's (random) head
         self.precision = FP32
         loss, self.activation, default_metrics = _task_defaults(data)
+        if crit is not None and isinstance(loss, ScaledPointLoss) and not isinstance(crit, ScaledPointLoss):
+            crit = ScaledPointLoss(crit, loss.size)  # e.g. L1LossFlat(), on scaled targets too
         self.crit = crit or loss
         self.metrics = list(default_metrics if metrics is None else metrics)
         self.opt_fn = opt_fn or sgd_momentum
@@ -144,6 +153,7 @@ class Learner:
         self.layer_opt: LayerOptimizer | None = None
         self.sched: Recorder | None = None
         self._bn_freeze = False
+        self._thresholds: np.ndarray | None = None
 
     # --- layer groups ------------------------------------------------------------------------
     def get_layer_groups(self) -> list[nn.Module]:
@@ -478,6 +488,10 @@ class Learner:
                              f'{n_old} ({old}), the new data has {n_new} ({new}); build a new '
                              'learner for it')
         self.data = data
+        size = points_size(data)
+        for f in (self.crit, self.activation):  # points: outputs scaled by the new size
+            if isinstance(f, (ScaledPointLoss, PointPixels)) and size is not None:
+                f.size = size
         self.freeze()
 
     # --- predicting --------------------------------------------------------------------------
@@ -507,7 +521,8 @@ class Learner:
 
         Given an image instead (a file name, a Path or a PIL image), one prediction, as fastai 2
         users know it: `(class, index, probabilities)`, e.g. `('cats', 0, array([0.98, 0.02]))`;
-        for multi-label `(classes over 0.5, their indices, probabilities)`.
+        for multi-label `(tags over their thresholds, their indices, probabilities)`, the
+        thresholds `learn.thresholds` (0.5 while unset).
         """
         if isinstance(is_test, (bool, np.bool_, int)):
             return self.predict_with_targs(bool(is_test))[0]
@@ -527,11 +542,25 @@ class Learner:
         out = self.predict_array(x[None])[0]
         classes = list(self.data.classes)
         if getattr(self.data, 'is_multi', False):
-            idx = np.flatnonzero(out > 0.5)
-            return [classes[i] for i in idx], idx, out
+            th = 0.5 if self._thresholds is None else self._thresholds
+            tags, idx = tags_above(out, classes, th)
+            return tags, idx, out
         probs = np.exp(out)  # the activation gives log-probabilities
         i = int(probs.argmax())
         return classes[i], i, probs
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """Multi-label: the probability over which each tag is predicted, one per tag (None:
+        0.5). `learn.thresholds = opt_thresholds(probs, y)`, or one number for every tag."""
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, th: Any) -> None:
+        if th is not None and not getattr(self.data, 'is_multi', False):
+            raise ValueError('thresholds apply to multi-label data (tags); this learner predicts '
+                             f'{_task(self.data)[1]} targets')
+        self._thresholds = None if th is None else as_thresholds(th, int(self.data.c))
 
     def predict_array(self, x: Any) -> np.ndarray:
         """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[None]`."""
@@ -555,7 +584,13 @@ class Learner:
 
             log_preds, y = learn.TTA()
             probs = np.mean(np.exp(log_preds), 0)
+
+        For points, each augmented pass comes back in the plain image's pixels (the
+        augmentation's move undone: `regression.points_tta`), so `np.mean(preds, 0)` averages
+        like with like.
         """
+        if isinstance(self.activation, PointPixels):
+            return points_tta(self, n_aug, is_test)
         preds, y = self.predict_dl_with_targs(self._eval_dl(is_test), desc=f'TTA 1/{n_aug + 1}')
         aug_dl = self._eval_dl(is_test, augmented=True)
         return np.stack([preds] + [self.predict_dl(aug_dl, desc=f'TTA {i + 2}/{n_aug + 1}')

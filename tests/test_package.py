@@ -15,14 +15,15 @@ PKG = Path(__file__).resolve().parents[1] / 'fastlearn'
 LAYERS = {
     'core': 0, 'csv_labels': 0,
     'images': 1, 'summary': 1, 'progress': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1,
-    'metrics': 1, 'seg_metrics': 1, 'schedules': 1, 'augmentations': 1, 'plots': 1, 'targets': 1,
-    'show': 1, 'distributed': 1, 'precision': 1,
+    'metrics': 1, 'seg_metrics': 1, 'multilabel': 1, 'schedules': 1, 'augmentations': 1,
+    'plots': 1, 'targets': 1, 'show': 1, 'distributed': 1, 'precision': 1,
     'transforms': 2, 'torch_imports': 2, 'dataset': 2, 'model': 2, 'sgdr': 2, 'unet': 2,
-    'precompute': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3, 'callbacks': 3,
+    'precompute': 3, 'regression': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3,
+    'callbacks': 3,
     'learner': 4, 'data_block': 4,
     'seg_learner': 5,
     'conv_learner': 6,
-    'demo': 7, 'cli': 8, '__main__': 9,
+    'demo': 7, 'mistakes': 7, 'cli': 8, '__main__': 9,
 }
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if p.stem not in ('__init__', 'imports'))
 

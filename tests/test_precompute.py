@@ -362,3 +362,17 @@ def test_tta_with_precompute_on_runs_the_full_model(learn):
     np.testing.assert_allclose(log_preds[0], learn.predict(), atol=1e-5)
     np.testing.assert_array_equal(y, learn.data.val_y)
 
+
+
+def test_a_custom_head_gets_unpooled_activations_beside_a_cached_pooled_set(get_data, tiny_arch):
+    data = get_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        pooled = ConvLearner.pretrained(tiny_arch, data, precompute=True, device='cpu', quiet=True)
+        n = pooled.activations('val').shape[1]
+        head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 8 * 8, data.c))
+        flat = ConvLearner.pretrained(tiny_arch, data, precompute=True, custom_head=head,
+                                      device='cpu', quiet=True)
+    # same files and body, but the custom head sees the (32, 8, 8) maps, not 2 x 32 pooled
+    assert n == 64 and flat.activations("val").shape == (8, 32, 8, 8)
+    assert np.isfinite(flat.fit(1e-2, 1)[0])
