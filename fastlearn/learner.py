@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -16,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import atomic_write, check_state_dict, is_safetensors, listify, load_tensors, to_np
-from .distributed import describe, init_distributed, main_only, process_device, sync_module
-from .layer_optimizer import LayerOptimizer, _group_params, lr_range, sgd_momentum
+from .core import listify, to_np
+from .distributed import describe, init_distributed, process_device, sync_module
+from .layer_optimizer import LayerOptimizer, lr_range, sgd_momentum
 from .images import open_image
 from .metrics import accuracy, accuracy_thresh
 from .seg_metrics import pixel_accuracy, seg_cross_entropy
@@ -29,13 +28,11 @@ from .model import epochs_for, predict_dl, to_device
 from .guards import DivergenceGuard
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
+from .saving import load_learner_weights, save_learner
 from .sgdr import CosAnneal, CycleSaver, LR_Finder, Recorder, SaveBestModel
 from .summary import ModelSummary, model_summary
 
 __all__ = ['Learner']
-
-# The marker of a `save(name, with_opt=True)` file: weights plus optimizer state.
-CHECKPOINT = 'fastlearn-checkpoint-1'
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -94,21 +91,6 @@ def _task(data: Any) -> tuple[int, str]:
             'multi-label' if getattr(data, 'is_multi', False) else
             'segmentation' if getattr(data, 'is_seg', False) else 'single-label')
     return int(data.c), kind
-
-
-def _plain(x: Any) -> Any:
-    """Numpy scalars (an lr from `lr_range`) as Python numbers, so the file loads with
-    `weights_only=True`."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_plain(v) for v in x)
-    return x.item() if isinstance(x, np.generic) else x
-
-
-def _write(state: Any, path: Path) -> None:
-    with atomic_write(path) as f:
-        torch.save(state, f)
 
 
 def _resolve(base: Path, name: str | os.PathLike) -> Path:
@@ -414,20 +396,7 @@ class Learner:
 
         `with_opt=True` also stores the optimizer state (momentum, per-group lrs and wds), so
         `load(name)` can resume a run. Either file holds tensors and plain values only."""
-        path = self._model_file(name)
-        state = self.model.state_dict()
-        if with_opt:
-            state = {'format': CHECKPOINT, 'model': state,
-                     'opt': _plain(self.layer_opt.state_dict()) if self.layer_opt else None}
-        try:
-            main_only(_write, state, path)  # one writer however many processes train
-        except OSError as e:
-            hint = (f" If {path.parent} is read-only, pass models_name='/a/writable/folder' when "
-                    'creating the learner, or save to an absolute path.'
-                    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else '')
-            raise OSError(e.errno, f'cannot save {os.fspath(name)!r} to {path}: {e.strerror or e}.'
-                          f'{hint}') from e
-        return path
+        return save_learner(self, name, with_opt=with_opt)
 
     def load(self, name: str | os.PathLike) -> None:
         """Load weights saved by `save(name)` (tensors only: nothing is unpickled), and the
@@ -438,39 +407,7 @@ class Learner:
 
         The file is checked against the model first: one from another architecture or class
         count is refused, naming the layers and shapes, and leaves the model as it was."""
-        path = self._model_file(name)
-        if not path.is_file():
-            saved = sorted(p.stem for p in self.models_path.glob('*.pth')) if self.models_path.is_dir() else []
-            raise FileNotFoundError(f'no saved model {os.fspath(name)!r} at {path}; saved models here: '
-                                    f'{saved or "none"}')
-        if is_safetensors(path):  # what learn.export writes
-            raise ValueError(f'{path} is a file from learn.export(); open it with '
-                             f'load_learner({str(path)!r})')
-        state = load_tensors(path, map_location=self.device, written_by='learn.save(name)')
-        if isinstance(state, dict) and 'format' in state and 'state_dict' in state:  # format 1
-            raise ValueError(f'{path} is a file from learn.export(); open it with '
-                             f'load_learner({str(path)!r})')
-        opt = None
-        if isinstance(state, dict) and state.get('format') == CHECKPOINT:
-            opt, state = state.get('opt'), state.get('model')
-        check_state_dict(self.model, state, path)
-        if opt is not None:
-            self._check_opt_state(opt, path)
-        self.model.load_state_dict(state)
-        if opt is not None:
-            # A fresh optimizer of this learner's kind, then the saved state: momentum and each
-            # group's lr and wd (the placeholder rates are overwritten).
-            self.layer_opt = None
-            self._get_layer_opt(1.0, 0.0).load_state_dict(opt)
-
-    def _check_opt_state(self, opt: Any, path: Path) -> None:
-        sizes = [len(_group_params(g)) for g in self.layer_groups]
-        groups = opt.get('param_groups') if isinstance(opt, dict) else None
-        saved = [len(g.get('params', [])) for g in groups] if isinstance(groups, list) else None
-        if saved != sizes:
-            raise ValueError(f'{path} holds optimizer state for layer groups of {saved} parameters, '
-                             f'but this learner has {sizes}; it was saved from another model. The '
-                             'model is unchanged')
+        load_learner_weights(self, name)
 
     def load_cycle(self, name: str, cycle: int) -> None:
         """`learn.load_cycle('snap', 2)`: the weights `fit(..., cycle_save_name='snap')` saved

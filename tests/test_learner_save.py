@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastlearn.learner import CHECKPOINT
+from fastlearn.saving import CHECKPOINT
 from test_learner import _one_thread, get_data, get_learner, learn  # noqa: F401 (fixtures)
 
 
