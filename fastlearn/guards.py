@@ -1,5 +1,5 @@
-"""Callbacks that protect a fit: the divergence guard every fit runs with, and the keeper of the
-best model across the phases of a recipe.
+"""What protects a fit: the divergence guard every fit runs with, the keeper of the best model
+across the phases of a recipe, and the check that BatchNorm gets batches it can train on.
 
     learn.fit(1e6, 3)            # the guard stops it at the first NaN loss and puts the weights back
     best = KeepBest()
@@ -17,7 +17,9 @@ from torch import nn
 from .core import user_stacklevel
 from .sgdr import Callback
 
-__all__ = ['DivergenceGuard', 'TrainingDiverged', 'KeepBest']
+__all__ = ['DivergenceGuard', 'TrainingDiverged', 'KeepBest', 'check_batch_norm_batches', 'BATCH_NORMS']
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class TrainingDiverged(UserWarning):
@@ -141,3 +143,26 @@ class KeepBest:
 
     def __repr__(self) -> str:
         return 'KeepBest(empty)' if self.where is None else f'KeepBest({self.where}, {self.metrics})'
+
+
+def check_batch_norm_batches(learn: Any) -> None:
+    """BatchNorm cannot train on a batch of one image (torch: "Expected more than 1 value per
+    channel"); loaders drop or merge a last batch of one, so only a one-image training set or
+    bs=1 gets here. Say so before training starts, and offer `bn_freeze(True)` only where it
+    would help: it fixes the body's statistics, never the new head's."""
+    ds, bs = getattr(learn.data, 'trn_ds', None), getattr(learn.data, 'bs', None)
+    if ds is None or bs is None or (len(ds) != 1 and bs != 1):
+        return
+    last = len(learn.layer_groups) - 1
+    training = [i for i, (g, t) in enumerate(zip(learn.layer_groups, learn.trainable_groups()))
+                if t and (i == last or not learn._bn_freeze)
+                for m in g.modules() if isinstance(m, BATCH_NORMS)]
+    if not training:
+        return
+    cause = (f'the training set has 1 image ({getattr(ds, "fnames", ["?"])[0]})'
+             if len(ds) == 1 else 'bs=1 gives batches of one image')
+    fix = ('' if last in training else
+           ', or call learn.bn_freeze(True) to train with the body\'s BatchNorm statistics fixed')
+    raise ValueError(f'{cause}, and the BatchNorm layers being trained need at least 2 images '
+                     'per batch to compute their statistics; add training images (2 or more) '
+                     f'and use bs of 2 or more{fix}')

@@ -25,7 +25,7 @@ from .multilabel import as_thresholds, tags_above
 from .regression import MSELossFlat, PointPixels, ScaledPointLoss, points_size, points_tta
 from .model import fit as fit_loop
 from .model import epochs_for, predict_dl, to_device
-from .guards import DivergenceGuard
+from .guards import BATCH_NORMS, DivergenceGuard, check_batch_norm_batches
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
 from .saving import load_learner_weights, save_learner
@@ -34,7 +34,6 @@ from .summary import ModelSummary, model_summary
 
 __all__ = ['Learner']
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def l1_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -183,7 +182,7 @@ class Learner:
         if self._bn_freeze:
             for g in self.layer_groups[:-1]:
                 for m in g.modules():
-                    if isinstance(m, _BN):
+                    if isinstance(m, BATCH_NORMS):
                         m.eval()
 
     # --- training ----------------------------------------------------------------------------
@@ -263,29 +262,7 @@ class Learner:
             raise ValueError(f'every one of the {len(self.layer_groups)} layer groups is frozen, so '
                              'there is nothing to train; call learn.freeze() to train the head or '
                              'learn.unfreeze() to train them all')
-        self._check_batch_norm_batches()
-
-    def _check_batch_norm_batches(self) -> None:
-        """BatchNorm cannot train on a batch of one image (torch: "Expected more than 1 value per
-        channel"); loaders drop or merge a last batch of one, so only a one-image training set or
-        bs=1 gets here. Say so before training starts, and offer `bn_freeze(True)` only where it
-        would help: it fixes the body's statistics, never the new head's."""
-        ds, bs = getattr(self.data, 'trn_ds', None), getattr(self.data, 'bs', None)
-        if ds is None or bs is None or (len(ds) != 1 and bs != 1):
-            return
-        last = len(self.layer_groups) - 1
-        training = [i for i, (g, t) in enumerate(zip(self.layer_groups, self.trainable_groups()))
-                    if t and (i == last or not self._bn_freeze)
-                    for m in g.modules() if isinstance(m, _BN)]
-        if not training:
-            return
-        cause = (f'the training set has 1 image ({getattr(ds, "fnames", ["?"])[0]})'
-                 if len(ds) == 1 else 'bs=1 gives batches of one image')
-        fix = ('' if last in training else
-               ', or call learn.bn_freeze(True) to train with the body\'s BatchNorm statistics fixed')
-        raise ValueError(f'{cause}, and the BatchNorm layers being trained need at least 2 images '
-                         'per batch to compute their statistics; add training images (2 or more) '
-                         f'and use bs of 2 or more{fix}')
+        check_batch_norm_batches(self)
 
     def _run(self, layer_opt: LayerOptimizer, n_epochs: int, callbacks: list[Any], *,
              metrics: Sequence[Callable] | None = None, quiet: bool | None = None,
