@@ -14,6 +14,7 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
 DOGSCATS = SHARED / 'data' / 'dogscats'
+CAMVID = SHARED / 'data' / 'camvid'
 
 # One colour per class, far apart, so a tiny model can learn them in a few steps.
 CLASS_COLOURS = {'ants': (200, 40, 40), 'bees': (40, 200, 40), 'cats': (40, 40, 200),
