@@ -3,7 +3,6 @@ predict and TTA — the whole API in the class body."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from .guards import BATCH_NORMS, DivergenceGuard, check_batch_norm_batches
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
 from .saving import load_learner_weights, save_learner
-from .sgdr import CosAnneal, CycleSaver, LR_Finder, Recorder, SaveBestModel
+from .sgdr import CosAnneal, CycleSaver, Recorder, SaveBestModel, run_lr_finder
 from .summary import ModelSummary, model_summary
 
 __all__ = ['Learner']
@@ -337,26 +336,8 @@ class Learner:
         to `end_lr` and the others keep their ratio to it.
         """
         self._check_trainable()
-        finder = LR_Finder(start_lr=float(lr_range(start_lr, len(self.layer_groups))[-1]),
-                           end_lr=end_lr, n_iter=num_it, linear=linear)
-        setup = self._training_setup()
-        model, n_batches = setup[0], len(setup[1])
-        model_state = copy.deepcopy(model.state_dict())
-        opt_state = copy.deepcopy(self.layer_opt.state_dict()) if self.layer_opt else None
-        recorder = Recorder()
-        try:
-            layer_opt = self._get_layer_opt(start_lr, wds)
-            self._run(layer_opt, math.ceil((num_it or n_batches) / n_batches), [recorder, finder],
-                      validate=False, setup=setup, desc='lr_find')
-        finally:
-            model.load_state_dict(model_state)
-            if opt_state is None:  # the next fit starts from a fresh optimizer, as it would have
-                self.layer_opt = None
-            else:
-                assert self.layer_opt is not None  # opt_state came from one
-                self.layer_opt.load_state_dict(opt_state)
-        self.sched = recorder
-        return recorder
+        self.sched = run_lr_finder(self, start_lr, end_lr, wds, linear, num_it)
+        return self.sched
 
     # --- saving ------------------------------------------------------------------------------
     def _model_file(self, name: str | os.PathLike) -> Path:

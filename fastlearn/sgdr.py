@@ -18,12 +18,14 @@ The loop drives every callback with its state (see docs/architecture.md):
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import numpy as np
 
 from .core import subplots, sum_geom
+from .layer_optimizer import lr_range
 from .schedules import (check_cycles, cos_anneal, cycle_boundaries, cycle_index, exp_lr,
                         finite_prefix, lin_lr, sgdr_multiplier, suggest_lr, trim)
 
@@ -323,3 +325,29 @@ class CycleSaver(Callback):
     def __repr__(self) -> str:
         return (f"CycleSaver({self.name!r}, cycle_len={self.cycle_len}, "
                 f"cycle_mult={self.cycle_mult})")
+
+
+def run_lr_finder(learn: Any, start_lr: Any = 1e-5, end_lr: float = 10, wds: Any = None,
+                  linear: bool = False, num_it: int | None = None) -> Recorder:
+    """What `learn.lr_find()` does: sweep the rate with an `LR_Finder` over one epoch (or
+    `num_it` batches) with a `Recorder` beside it, then put the weights, the optimizer state
+    and its rates back as they were. Returns the recorder (`learn.sched`)."""
+    finder = LR_Finder(start_lr=float(lr_range(start_lr, len(learn.layer_groups))[-1]),
+                       end_lr=end_lr, n_iter=num_it, linear=linear)
+    setup = learn._training_setup()
+    model, n_batches = setup[0], len(setup[1])
+    model_state = copy.deepcopy(model.state_dict())
+    opt_state = copy.deepcopy(learn.layer_opt.state_dict()) if learn.layer_opt else None
+    recorder = Recorder()
+    try:
+        layer_opt = learn._get_layer_opt(start_lr, wds)
+        learn._run(layer_opt, math.ceil((num_it or n_batches) / n_batches), [recorder, finder],
+                   validate=False, setup=setup, desc='lr_find')
+    finally:
+        model.load_state_dict(model_state)
+        if opt_state is None:  # the next fit starts from a fresh optimizer, as it would have
+            learn.layer_opt = None
+        else:
+            assert learn.layer_opt is not None  # opt_state came from one
+            learn.layer_opt.load_state_dict(opt_state)
+    return recorder
