@@ -31,6 +31,7 @@ from .core import atomic_write, check_state_dict, default_device, is_safetensors
 from .distributed import main_only
 from .images import open_image
 from .layers import create_head, num_features, pool_flatten
+from .multilabel import tags_above
 from .transforms import CropType, tfms_from_stats
 from .unet import build_unet
 
@@ -58,6 +59,9 @@ def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
             'sz': list(tfms.sz) if isinstance(tfms.sz, tuple) else int(tfms.sz),  # (h, w) too
             'stats': [list(map(float, s)) for s in tfms.stats],
             'crop_type': int(tfms.crop_type), **learn.head_config,
+            # multi-label: the tuned per-tag thresholds travel with the weights they were tuned for
+            'thresholds': None if getattr(learn, 'thresholds', None) is None else
+            [float(t) for t in learn.thresholds],
             'state_dict': {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
     return main_only(_write, meta, Path(fname))  # one writer however many processes train
 
@@ -81,8 +85,9 @@ def _read(path: Path) -> Any:
     if not head:
         raise ValueError(f'{path} is empty (0 bytes): an export that never completed or a truncated '
                          f'copy; {fix}')
-    if head.startswith(b'PK') or head[:1] == b'\x80':  # torch's zip, or a legacy pickle: format 1
-        meta = load_tensors(path, written_by='learn.export(fname)')
+    # safetensors first: its first byte is the header length's lowest, which can be 0x80 or 'P'
+    if not is_safetensors(path) and (head.startswith(b'PK') or head[:1] == b'\x80'):
+        meta = load_tensors(path, written_by='learn.export(fname)')  # torch's zip or pickle: format 1
         return meta if isinstance(meta, dict) and meta.get('format') == FORMAT_TORCH else None
     if not is_safetensors(path):
         raise ValueError(f'{path} is not a safetensors or PyTorch file (its first bytes are neither): '
@@ -135,6 +140,11 @@ def _check_meta(meta: dict, path: Path) -> None:
     if meta['classes'] and len(meta['classes']) != meta['c']:
         raise ValueError(f"{path} is a damaged or altered export: it lists {len(meta['classes'])} "
                          f"classes but predicts {meta['c']} outputs; export the learner again")
+    th = meta.get('thresholds')
+    if th is not None and not (isinstance(th, list) and len(th) == meta['c'] and meta['is_multi']
+                               and all(isinstance(t, (int, float)) and np.isfinite(t) for t in th)):
+        raise ValueError(f"{path} is a damaged or altered export: its thresholds {str(th)[:80]} are "
+                         f"not {meta['c']} finite numbers of a multi-label model; export the learner again")
     try:
         CropType(meta['crop_type'])
     except ValueError:
@@ -185,6 +195,8 @@ class Predictor:
         self.c = int(meta['c'])
         self.is_multi, self.is_reg = meta['is_multi'], meta['is_reg']
         self.is_unet = meta.get('kind') == 'unet'
+        th = meta.get('thresholds')  # absent from exports written before thresholds were kept
+        self.thresholds: np.ndarray | None = None if th is None else np.asarray(th, dtype=np.float64)
         self.arch = meta['arch']
         sz = tuple(meta['sz']) if isinstance(meta['sz'], list) else meta['sz']
         _, self.tfms = tfms_from_stats((tuple(meta['stats'][0]), tuple(meta['stats'][1])), sz,
@@ -216,6 +228,19 @@ class Predictor:
             raise ValueError('predict_mask needs an exported U-Net (unet_learner); this model '
                              'predicts one class per image: use predict_image')
         return self.predict([image])[0].argmax(0)
+
+    def predict_tags(self, image: Any) -> tuple[list[str], np.ndarray]:
+        """A multi-label model's tags for one image, over the thresholds exported with it
+        (`learn.thresholds`; 0.5 where none were set), and the probability of every tag.
+
+            model.predict_tags('street.jpg')   # (['Car', 'Road', 'Sky'], array([...]))
+        """
+        if not self.is_multi:
+            raise ValueError('predict_tags needs a multi-label model (tags); this one predicts '
+                             + ('a class per pixel: use predict_mask' if self.is_unet else
+                                'numbers: use predict' if self.is_reg else 'one class: use predict_image'))
+        probs = self.predict([image])[0]
+        return tags_above(probs, self.classes, 0.5 if self.thresholds is None else self.thresholds)[0], probs
 
     def predict_image(self, image: Any) -> tuple[str, float]:
         """The most likely class of one image and its probability.

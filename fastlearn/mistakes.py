@@ -107,6 +107,8 @@ def learner_from_export(model: str | os.PathLike | Predictor, data: Any, **kwarg
     learn = ConvLearner.pretrained(pred.arch, data, pretrained=False,
                                    xtra_fc=[m.out_features for m in linears[:-1]], **kwargs)
     learn.model.load_state_dict(pred.model.state_dict())
+    if pred.thresholds is not None:
+        learn.thresholds = pred.thresholds
     return learn
 
 

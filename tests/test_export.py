@@ -231,3 +231,17 @@ def test_a_non_square_size_survives_the_round_trip(get_data, get_learner, tmp_pa
     model = load_learner(learn.export(tmp_path / 'm.pth'), device='cpu')
     assert model.tfms.sz == (24, 32) and 'sz (24, 32)' in repr(model)
     np.testing.assert_allclose(model.predict(valid_files(learn)), np.exp(learn.predict()), atol=1e-5)
+
+
+def test_an_export_whose_header_length_starts_like_a_pickle_still_loads(trained, tmp_path):
+    # a safetensors file starts with its header length, little-endian: one export in 256 starts 0x80
+    from fastlearn.export import _write
+    meta = _read(trained.export(tmp_path / 'm.pth'))
+    path = tmp_path / 'odd.pth'
+    for pad in range(256):
+        _write({**meta, 'note': 'x' * pad}, path)
+        if path.read_bytes()[:1] == b'\x80':
+            break
+    assert path.read_bytes()[:1] == b'\x80'
+    np.testing.assert_allclose(load_learner(path, device='cpu').predict(valid_files(trained)),
+                               np.exp(trained.predict()), atol=1e-5)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import CLASS_COLOURS, noise_image
-from fastlearn.conv_learner import ConvLearner, ImageClassifierData, fbeta, opt_th, tfms_from_model
+from fastlearn.conv_learner import ConvLearner, ImageClassifierData, fbeta, load_learner, opt_th, tfms_from_model
+from fastlearn.export import Predictor, _read, _write
 from fastlearn.multilabel import (TagInterpretation, as_thresholds, f2_samples, fbeta_samples,
                                   opt_thresholds, tags_above)
 
@@ -126,3 +127,39 @@ def test_learner_thresholds_drive_predict(tmp_path, tiny_arch):
         learn.thresholds = [0.1, 0.2, 0.3]
     learn.thresholds = None
     assert learn.predict(f)[0] == [c for c, p in zip(data.classes, probs) if p > 0.5]
+
+
+def test_export_keeps_the_thresholds_and_predict_tags_uses_them(tmp_path, tiny_arch):
+    root = _tag_folder(tmp_path / 'tags')
+    data = ImageClassifierData.from_csv(root, 'train', root / 'labels.csv', bs=6, suffix='.png',
+                                        tfms=tfms_from_model(tiny_arch, 32), num_workers=0,
+                                        val_idxs=np.arange(18, 24))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)
+    f = root / 'train' / 'im00.png'
+    untuned = load_learner(learn.export(tmp_path / 'plain.pth'), device='cpu')
+    tags, probs = untuned.predict_tags(f)
+    assert untuned.thresholds is None and tags == learn.predict(f)[0]  # 0.5 for both
+    np.testing.assert_allclose(probs, learn.predict(f)[2], atol=1e-6)
+    learn.thresholds = [0.0, 1.0]
+    model = load_learner(learn.export(tmp_path / 'tuned.pth'), device='cpu')
+    assert model.thresholds.tolist() == [0.0, 1.0]
+    assert model.predict_tags(f)[0] == [data.classes[0]] == learn.predict(f)[0]
+    with pytest.raises(ValueError, match='predict_tags needs a multi-label model'):
+        Predictor(model.model, {**_read(tmp_path / 'tuned.pth'), 'is_multi': False}).predict_tags(f)
+
+
+def test_an_export_with_altered_thresholds_is_refused(tmp_path, tiny_arch):
+    root = _tag_folder(tmp_path / 'tags')
+    data = ImageClassifierData.from_csv(root, 'train', root / 'labels.csv', bs=6, suffix='.png',
+                                        tfms=tfms_from_model(tiny_arch, 32), num_workers=0,
+                                        val_idxs=np.arange(18, 24))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn = ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)
+    meta = _read(learn.export(tmp_path / 'model.pth'))
+    bad = tmp_path / 'bad.pth'
+    _write({**meta, 'thresholds': [0.2, float('nan')]}, bad)
+    with pytest.raises(ValueError, match=r'bad\.pth is a damaged or altered export: its thresholds'):
+        load_learner(bad, device='cpu')
