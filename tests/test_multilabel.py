@@ -106,14 +106,18 @@ def _tag_folder(root):
     return root
 
 
-def test_learner_thresholds_drive_predict(tmp_path, tiny_arch):
+def _tag_learner(tmp_path, arch) -> tuple[ConvLearner, ImageClassifierData, object]:
     root = _tag_folder(tmp_path / 'tags')
     data = ImageClassifierData.from_csv(root, 'train', root / 'labels.csv', bs=6, suffix='.png',
-                                        tfms=tfms_from_model(tiny_arch, 32), num_workers=0,
+                                        tfms=tfms_from_model(arch, 32), num_workers=0,
                                         val_idxs=np.arange(18, 24))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        learn = ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)
+        return ConvLearner.pretrained(arch, data, device='cpu', quiet=True), data, root
+
+
+def test_learner_thresholds_drive_predict(tmp_path, tiny_arch):
+    learn, data, root = _tag_learner(tmp_path, tiny_arch)
     assert learn.thresholds is None
     f = root / 'train' / 'im00.png'
     _, _, probs = learn.predict(f)
@@ -130,13 +134,7 @@ def test_learner_thresholds_drive_predict(tmp_path, tiny_arch):
 
 
 def test_export_keeps_the_thresholds_and_predict_tags_uses_them(tmp_path, tiny_arch):
-    root = _tag_folder(tmp_path / 'tags')
-    data = ImageClassifierData.from_csv(root, 'train', root / 'labels.csv', bs=6, suffix='.png',
-                                        tfms=tfms_from_model(tiny_arch, 32), num_workers=0,
-                                        val_idxs=np.arange(18, 24))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        learn = ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)
+    learn, data, root = _tag_learner(tmp_path, tiny_arch)
     f = root / 'train' / 'im00.png'
     untuned = load_learner(learn.export(tmp_path / 'plain.pth'), device='cpu')
     tags, probs = untuned.predict_tags(f)
@@ -151,13 +149,7 @@ def test_export_keeps_the_thresholds_and_predict_tags_uses_them(tmp_path, tiny_a
 
 
 def test_an_export_with_altered_thresholds_is_refused(tmp_path, tiny_arch):
-    root = _tag_folder(tmp_path / 'tags')
-    data = ImageClassifierData.from_csv(root, 'train', root / 'labels.csv', bs=6, suffix='.png',
-                                        tfms=tfms_from_model(tiny_arch, 32), num_workers=0,
-                                        val_idxs=np.arange(18, 24))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        learn = ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)
+    learn, data, root = _tag_learner(tmp_path, tiny_arch)
     meta = _read(learn.export(tmp_path / 'model.pth'))
     bad = tmp_path / 'bad.pth'
     _write({**meta, 'thresholds': [0.2, float('nan')]}, bad)
