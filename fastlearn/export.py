@@ -31,7 +31,7 @@ from .core import atomic_write, check_state_dict, default_device, is_safetensors
 from .distributed import main_only
 from .images import open_image
 from .layers import create_head, num_features, pool_flatten
-from .multilabel import tags_above
+from .multilabel import as_thresholds, tags_above
 from .transforms import CropType, tfms_from_stats
 from .unet import build_unet
 
@@ -60,8 +60,7 @@ def export_learner(learn: Any, fname: str | os.PathLike) -> Path:
             'stats': [list(map(float, s)) for s in tfms.stats],
             'crop_type': int(tfms.crop_type), **learn.head_config,
             # multi-label: the tuned per-tag thresholds travel with the weights they were tuned for
-            'thresholds': None if getattr(learn, 'thresholds', None) is None else
-            [float(t) for t in learn.thresholds],
+            'thresholds': None if learn.thresholds is None else learn.thresholds.tolist(),
             'state_dict': {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}}
     return main_only(_write, meta, Path(fname))  # one writer however many processes train
 
@@ -86,10 +85,11 @@ def _read(path: Path) -> Any:
         raise ValueError(f'{path} is empty (0 bytes): an export that never completed or a truncated '
                          f'copy; {fix}')
     # safetensors first: its first byte is the header length's lowest, which can be 0x80 or 'P'
-    if not is_safetensors(path) and (head.startswith(b'PK') or head[:1] == b'\x80'):
+    safetensors = is_safetensors(path)
+    if not safetensors and (head.startswith(b'PK') or head[:1] == b'\x80'):
         meta = load_tensors(path, written_by='learn.export(fname)')  # torch's zip or pickle: format 1
         return meta if isinstance(meta, dict) and meta.get('format') == FORMAT_TORCH else None
-    if not is_safetensors(path):
+    if not safetensors:
         raise ValueError(f'{path} is not a safetensors or PyTorch file (its first bytes are neither): '
                          f'perhaps another format or a renamed file; {fix}')
     try:
@@ -140,11 +140,14 @@ def _check_meta(meta: dict, path: Path) -> None:
     if meta['classes'] and len(meta['classes']) != meta['c']:
         raise ValueError(f"{path} is a damaged or altered export: it lists {len(meta['classes'])} "
                          f"classes but predicts {meta['c']} outputs; export the learner again")
-    th = meta.get('thresholds')
-    if th is not None and not (isinstance(th, list) and len(th) == meta['c'] and meta['is_multi']
-                               and all(isinstance(t, (int, float)) and np.isfinite(t) for t in th)):
-        raise ValueError(f"{path} is a damaged or altered export: its thresholds {str(th)[:80]} are "
-                         f"not {meta['c']} finite numbers of a multi-label model; export the learner again")
+    if meta.get('thresholds') is not None:
+        try:
+            if not meta['is_multi']:
+                raise ValueError('set on a model without tags')
+            as_thresholds(meta['thresholds'], meta['c'])
+        except (ValueError, TypeError) as e:
+            raise ValueError(f'{path} is a damaged or altered export: its thresholds ({e}); export '
+                             'the learner again') from None
     try:
         CropType(meta['crop_type'])
     except ValueError:
@@ -196,7 +199,7 @@ class Predictor:
         self.is_multi, self.is_reg = meta['is_multi'], meta['is_reg']
         self.is_unet = meta.get('kind') == 'unet'
         th = meta.get('thresholds')  # absent from exports written before thresholds were kept
-        self.thresholds: np.ndarray | None = None if th is None else np.asarray(th, dtype=np.float64)
+        self.thresholds: np.ndarray | None = None if th is None else as_thresholds(th, self.c)
         self.arch = meta['arch']
         sz = tuple(meta['sz']) if isinstance(meta['sz'], list) else meta['sz']
         _, self.tfms = tfms_from_stats((tuple(meta['stats'][0]), tuple(meta['stats'][1])), sz,
