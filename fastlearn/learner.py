@@ -1,5 +1,6 @@
-"""`Learner`: a model cut into layer groups, plus fit, lr_find, freeze/unfreeze, save/load,
-predict and TTA — the whole API in the class body."""
+"""`Learner`: a model cut into layer groups, plus fit, fit_one_cycle, fine_tune, lr_find,
+freeze/unfreeze, save/load and set_data; predict and TTA come from `predicting.Predicting`, the
+loss, activation and metrics for the data from `tasks`."""
 from __future__ import annotations
 
 import contextlib
@@ -11,57 +12,24 @@ from typing import Any, ContextManager
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .core import listify, to_np
+from .core import listify
 from .distributed import describe, init_distributed, process_device, sync_module
 from .layer_optimizer import LayerOptimizer, lr_range, sgd_momentum
-from .images import open_image
-from .metrics import accuracy, accuracy_thresh
-from .seg_metrics import pixel_accuracy, seg_cross_entropy
-from .multilabel import as_thresholds, tags_above
-from .regression import MSELossFlat, PointPixels, ScaledPointLoss, points_size, points_tta
+from .predicting import Predicting
+from .regression import PointPixels, ScaledPointLoss, points_size
 from .model import fit as fit_loop
-from .model import epochs_for, predict_dl, to_device
+from .model import epochs_for, to_device
 from .guards import BATCH_NORMS, DivergenceGuard, check_batch_norm_batches
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
 from .saving import load_learner_weights, save_learner
 from .sgdr import CosAnneal, CycleSaver, Recorder, SaveBestModel, run_lr_finder
 from .summary import ModelSummary, model_summary
+from .tasks import task_defaults, task_kind
 
 __all__ = ['Learner']
-
-
-
-def l1_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """L1 loss with targets shaped like the outputs: `(N,)` targets against `(N, 1)` outputs
-    would otherwise broadcast to `(N, N)` and train on every pair."""
-    return F.l1_loss(out, y.view_as(out) if y.numel() == out.numel() else y)
-
-
-def log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities over the class axis, axis 1: `(N, C)` scores and `(N, C, H, W)`
-    per-pixel scores alike (the last axis of a mask's scores is the image width)."""
-    return F.log_softmax(out, dim=1)
-
-
-def _task_defaults(data: Any) -> tuple[Callable, Callable, list[Callable]]:
-    """Loss, output activation and metrics that follow the data: the model emits logits (for
-    points, coordinates in [-1, 1]: the loss scales the pixel targets, the activation gives
-    pixels back; `regression` says why)."""
-    size = points_size(data)
-    if size is not None:
-        return ScaledPointLoss(MSELossFlat(), size), PointPixels(size), []
-    if getattr(data, 'is_reg', False):
-        return l1_loss, (lambda out: out), []
-    if getattr(data, 'is_multi', False):
-        return F.binary_cross_entropy_with_logits, torch.sigmoid, [accuracy_thresh(0.5)]
-    if getattr(data, 'is_seg', False):
-        void = getattr(data, 'void', None)
-        return seg_cross_entropy(void), log_softmax_classes, [pixel_accuracy(void)]
-    return F.cross_entropy, log_softmax_classes, [accuracy]
 
 
 def _clr_beta(args: Sequence[float]) -> OneCycle:
@@ -83,20 +51,12 @@ def _clip_text(clip: Any) -> str:
     return 'per group [' + ', '.join('none' if c is None else f'{c:g}' for c in clip) + ']'
 
 
-def _task(data: Any) -> tuple[int, str]:
-    """Outputs and kind of task: what a model built for `data` predicts."""
-    kind = ('regression' if getattr(data, 'is_reg', False) else
-            'multi-label' if getattr(data, 'is_multi', False) else
-            'segmentation' if getattr(data, 'is_seg', False) else 'single-label')
-    return int(data.c), kind
-
-
 def _resolve(base: Path, name: str | os.PathLike) -> Path:
     # As in the course, an absolute name escapes a read-only dataset folder.
     return Path(name) if Path(name).is_absolute() else Path(base) / name
 
 
-class Learner:
+class Learner(Predicting):
     """A model, its data and its layer groups (earliest → head), ready to train.
 
         learn = ConvLearner.pretrained(resnet34, data)
@@ -121,7 +81,7 @@ class Learner:
             self.model.to(memory_format=torch.channels_last)
         sync_module(self.model)  # several processes start from rank 0's (random) head
         self.precision = FP32
-        loss, self.activation, default_metrics = _task_defaults(data)
+        loss, self.activation, default_metrics = task_defaults(data)
         if crit is not None and isinstance(loss, ScaledPointLoss) and not isinstance(crit, ScaledPointLoss):
             crit = ScaledPointLoss(crit, loss.size)  # e.g. L1LossFlat(), on scaled targets too
         self.crit = crit or loss
@@ -377,8 +337,8 @@ class Learner:
 
             learn.set_data(get_data(299, bs)); learn.fit(1e-2, 3, cycle_len=1)
         """
-        if _task(data) != _task(self.data):
-            (n_old, old), (n_new, new) = _task(self.data), _task(data)
+        if task_kind(data) != task_kind(self.data):
+            (n_old, old), (n_new, new) = task_kind(self.data), task_kind(data)
             raise ValueError(f'set_data needs data for the same outputs: the model predicts '
                              f'{n_old} ({old}), the new data has {n_new} ({new}); build a new '
                              'learner for it')
@@ -388,108 +348,6 @@ class Learner:
             if isinstance(f, (ScaledPointLoss, PointPixels)) and size is not None:
                 f.size = size
         self.freeze()
-
-    # --- predicting --------------------------------------------------------------------------
-    def predict_dl(self, dl: Any, *, desc: str | None = None) -> np.ndarray:
-        """`preds = learn.predict_dl(dl)`: predictions (log-probabilities for single-label) for
-        any loader, through the full model, as in the course; `predict_dl_with_targs` gives the
-        targets too. With `desc`, under a progress bar of that name unless the learner is quiet."""
-        return self.predict_dl_with_targs(dl, desc=desc)[0]
-
-    def predict_dl_with_targs(self, dl: Any, *, desc: str | None = None
-                              ) -> tuple[np.ndarray, np.ndarray]:
-        """`preds, y = learn.predict_dl_with_targs(dl)`: predictions and targets for any
-        loader, through the full model, in loader order."""
-        return predict_dl(self.model, dl, activation=self.activation, device=self.device,
-                          channels_last=self.channels_last, desc=None if self.quiet else desc,
-                          precision=self.precision)
-
-    def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """`(log_preds, targets)` for the validation (or test) set, in loader order."""
-        return self.predict_dl_with_targs(self._eval_dl(is_test))
-
-    def predict(self, is_test: Any = False) -> Any:
-        """Log-probabilities (probabilities for multi-label) for the validation or test set:
-
-            log_preds = learn.predict()              # (N, C), the validation set
-            log_preds = learn.predict(is_test=True)  # the test set
-
-        Given an image instead (a file name, a Path or a PIL image), one prediction, as fastai 2
-        users know it: `(class, index, probabilities)`, e.g. `('cats', 0, array([0.98, 0.02]))`;
-        for multi-label `(tags over their thresholds, their indices, probabilities)`, the
-        thresholds `learn.thresholds` (0.5 while unset).
-        """
-        if isinstance(is_test, (bool, np.bool_, int)):
-            return self.predict_with_targs(bool(is_test))[0]
-        return self._predict_image(is_test)
-
-    def _predict_image(self, image: Any) -> tuple[Any, ...]:
-        if not isinstance(image, (str, os.PathLike)) and not hasattr(image, 'convert'):
-            raise TypeError(f'predict takes is_test=True/False, or an image (a file name, a Path '
-                            f'or a PIL image); got {type(image).__name__}')
-        if getattr(self.data, 'is_reg', False):
-            raise ValueError('predict(image) names a class and this is a regression model; use '
-                             'learn.predict_array(val_tfms(open_image(f))[None]) for its output')
-        tfms = self.data.val_dl.dataset.transform
-        im = (image if hasattr(image, 'convert') else
-              open_image(image, getattr(tfms, 'draft_size', None))).convert('RGB')
-        x = tfms(im) if tfms is not None else torch.from_numpy(np.array(im)).permute(2, 0, 1)
-        out = self.predict_array(x[None])[0]
-        classes = list(self.data.classes)
-        if getattr(self.data, 'is_multi', False):
-            th = 0.5 if self._thresholds is None else self._thresholds
-            tags, idx = tags_above(out, classes, th)
-            return tags, idx, out
-        probs = np.exp(out)  # the activation gives log-probabilities
-        i = int(probs.argmax())
-        return classes[i], i, probs
-
-    @property
-    def thresholds(self) -> np.ndarray | None:
-        """Multi-label: the probability over which each tag is predicted, one per tag (None:
-        0.5). `learn.thresholds = opt_thresholds(probs, y)`, or one number for every tag."""
-        return self._thresholds
-
-    @thresholds.setter
-    def thresholds(self, th: Any) -> None:
-        if th is not None and not getattr(self.data, 'is_multi', False):
-            raise ValueError('thresholds apply to multi-label data (tags); this learner predicts '
-                             f'{_task(self.data)[1]} targets')
-        self._thresholds = None if th is None else as_thresholds(th, int(self.data.c))
-
-    def predict_array(self, x: Any) -> np.ndarray:
-        """Predictions for a batch already transformed, e.g. `val_tfms(open_image(f))[None]`."""
-        x = torch.as_tensor(x, dtype=torch.float32)
-        self.model.eval()
-        with torch.inference_mode(), self.precision.autocast(self.device):
-            out = self.model(to_device(x, self.device, self.channels_last))
-        return to_np(self.activation(out.float()))
-
-    def _eval_dl(self, is_test: bool, augmented: bool = False) -> Any:
-        dl = (self.data.test_aug_dl if augmented else self.data.test_dl) if is_test else \
-             (self.data.aug_dl if augmented else self.data.val_dl)
-        if dl is None:
-            raise ValueError('there is no test set: pass test_name= when building the data, e.g. '
-                             "ImageClassifierData.from_paths(PATH, tfms=tfms, test_name='test')")
-        return dl
-
-    def TTA(self, n_aug: int = 4, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Test-time augmentation: one plain pass plus `n_aug` passes with training transforms,
-        stacked as `(n_aug + 1, N, C)`; average the probabilities as the course does:
-
-            log_preds, y = learn.TTA()
-            probs = np.mean(np.exp(log_preds), 0)
-
-        For points, each augmented pass comes back in the plain image's pixels (the
-        augmentation's move undone: `regression.points_tta`), so `np.mean(preds, 0)` averages
-        like with like.
-        """
-        if isinstance(self.activation, PointPixels):
-            return points_tta(self, n_aug, is_test)
-        preds, y = self.predict_dl_with_targs(self._eval_dl(is_test), desc=f'TTA 1/{n_aug + 1}')
-        aug_dl = self._eval_dl(is_test, augmented=True)
-        return np.stack([preds] + [self.predict_dl(aug_dl, desc=f'TTA {i + 2}/{n_aug + 1}')
-                                   for i in range(n_aug)]), y
 
     # --- how and where it computes (precision.py, distributed.py) ------------------------------
     def to_fp16(self) -> 'Learner':

@@ -21,7 +21,7 @@ from torch import nn
 from conftest import CLASS_COLOURS, make_image_folder, noise_image
 from fastlearn.conv_learner import (ConvLearner, ImageClassifierData, accuracy, tfms_from_model,
                                     transforms_side_on)
-from fastlearn.learner import l1_loss
+from fastlearn.tasks import l1_loss
 from fastlearn.metrics import accuracy_thresh, error_rate
 from fastlearn.sgdr import Callback, sgdr_multiplier
 

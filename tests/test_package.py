@@ -20,10 +20,12 @@ LAYERS = {
     'transforms': 2, 'torch_imports': 2, 'dataset': 2, 'model': 2, 'sgdr': 2, 'unet': 2,
     'precompute': 3, 'saving': 3, 'regression': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3,
     'callbacks': 3,
-    'learner': 4, 'data_block': 4,
-    'seg_learner': 5,
-    'conv_learner': 6,
-    'demo': 7, 'mistakes': 7, 'cli': 8, '__main__': 9,
+    'tasks': 4, 'data_block': 4,
+    'predicting': 5,
+    'learner': 6,
+    'seg_learner': 7,
+    'conv_learner': 8,
+    'demo': 9, 'mistakes': 9, 'cli': 10, '__main__': 11,
 }
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if p.stem not in ('__init__', 'imports'))
 
