@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from .core import subplots, to_np
-from .dataset import _upright_size
+from .image_datasets import upright_size
 from .transforms import TfmType
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def transformed_points(ds: Any) -> np.ndarray:
 def _photo_size(ds: Any, fname: str) -> tuple[int, int]:
     """(h, w) of the photo whose pixels `ds`'s points are given in (the original file, upright,
     also after `resize` made smaller copies)."""
-    return _upright_size((getattr(ds, 'src_root', None) or ds.root) / fname)
+    return upright_size((getattr(ds, 'src_root', None) or ds.root) / fname)
 
 
 def mean_distance(preds: Any, targs: Any) -> float:

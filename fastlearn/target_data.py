@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .dataset import FilesDataset
+from .image_datasets import FilesDataset
 from .images import open_image
 from .transforms import TfmType, Transforms
 

@@ -239,7 +239,7 @@ def test_denorm_round_trips(image_folder):
 
 
 def test_real_transforms_batch_denorm_and_draft_size(tmp_path, monkeypatch):
-    from fastlearn import dataset
+    from fastlearn import image_datasets
     from fastlearn.transforms import imagenet_stats, tfms_from_stats, transforms_side_on
     root = make_image_folder(tmp_path / 'd', n_train=4, n_valid=3, sz=32)
     tfms = tfms_from_stats(imagenet_stats, 32, aug_tfms=transforms_side_on, max_zoom=1.1)
@@ -249,7 +249,7 @@ def test_real_transforms_batch_denorm_and_draft_size(tmp_path, monkeypatch):
         asked.append(draft_size)
         return open_image(path, draft_size)
 
-    monkeypatch.setattr(dataset, 'open_image', spy)
+    monkeypatch.setattr(image_datasets, 'open_image', spy)
     data = ImageClassifierData.from_paths(root, bs=3, tfms=tfms, num_workers=0)
     assert data.sz == 32 and data.trn_ds.transform is tfms[0] and data.fix_ds.transform is tfms[1]
     x, y = next(iter(data.val_dl))

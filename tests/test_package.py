@@ -17,7 +17,7 @@ LAYERS = {
     'images': 1, 'summary': 1, 'progress': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1,
     'metrics': 1, 'seg_metrics': 1, 'multilabel': 1, 'schedules': 1, 'augmentations': 1,
     'plots': 1, 'targets': 1, 'show': 1, 'distributed': 1, 'precision': 1,
-    'transforms': 2, 'torch_imports': 2, 'dataset': 2, 'model': 2, 'sgdr': 2, 'unet': 2,
+    'transforms': 2, 'torch_imports': 2, 'image_datasets': 2, 'dataset': 3, 'model': 2, 'sgdr': 2, 'unet': 2,
     'precompute': 3, 'saving': 3, 'regression': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3,
     'callbacks': 3,
     'tasks': 4, 'data_block': 4,
