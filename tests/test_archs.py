@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 import fastlearn.archs as archs
+import fastlearn.weights as weights
 from fastlearn.archs import (ARCHS, WeightsUnavailableError, arch_for, get_body, layer_groups,
                              load_state_dict_file, register_arch)
 from fastlearn.layers import create_head, num_features
@@ -322,9 +323,9 @@ def test_positional_mapping_names_both_keys_on_a_mismatch():
     ref = {'a.weight': torch.zeros(2, 3), 'b.weight': torch.zeros(5)}
     with pytest.raises(ValueError, match=r"weight '_b.weight' \(4,\) does not fit model tensor "
                                          r"'b.weight' \(5,\)"):
-        archs._remap_positional(src, ref, 'test')
+        weights.remap_positional(src, ref, 'test')
     with pytest.raises(ValueError, match='hold 1 tensors but the model has 2'):
-        archs._remap_positional({'_a.weight': torch.zeros(2, 3)}, ref, 'test')
+        weights.remap_positional({'_a.weight': torch.zeros(2, 3)}, ref, 'test')
 
 
 @slow

@@ -14,18 +14,21 @@ PKG = Path(__file__).resolve().parents[1] / 'fastlearn'
 # Lower layers never import higher ones (docs/architecture.md draws the same picture).
 LAYERS = {
     'core': 0, 'csv_labels': 0,
-    'images': 1, 'summary': 1, 'progress': 1, 'layers': 1, 'archs': 1, 'layer_optimizer': 1,
-    'metrics': 1, 'seg_metrics': 1, 'multilabel': 1, 'schedules': 1, 'augmentations': 1,
-    'plots': 1, 'targets': 1, 'show': 1, 'distributed': 1, 'precision': 1,
-    'transforms': 2, 'torch_imports': 2, 'image_datasets': 2, 'dataset': 3, 'model': 2, 'sgdr': 2, 'unet': 2,
-    'precompute': 3, 'saving': 3, 'regression': 3, 'export': 3, 'target_data': 3, 'guards': 3, 'one_cycle': 3,
-    'callbacks': 3,
-    'tasks': 4, 'data_block': 4,
-    'predicting': 5,
-    'learner': 6,
-    'seg_learner': 7,
-    'conv_learner': 8,
-    'demo': 9, 'mistakes': 9, 'cli': 10, '__main__': 11,
+    'weights': 1,
+    'images': 2, 'summary': 2, 'progress': 2, 'layers': 2, 'archs': 2, 'layer_optimizer': 2,
+    'metrics': 2, 'seg_metrics': 2, 'multilabel': 2, 'schedules': 2, 'augmentations': 2,
+    'plots': 2, 'targets': 2, 'show': 2, 'distributed': 2, 'precision': 2,
+    'transforms': 3, 'torch_imports': 3, 'image_datasets': 3, 'model': 3, 'sgdr': 3, 'unet': 3,
+    'dataset': 4, 'precompute': 4, 'saving': 4, 'regression': 4, 'export': 4, 'target_data': 4,
+    'guards': 4, 'one_cycle': 4, 'callbacks': 4,
+    'tasks': 5, 'data_block': 5,
+    'predicting': 6,
+    'learner': 7,
+    'seg_learner': 8,
+    'conv_learner': 9,
+    'demo': 10, 'mistakes': 10,
+    'cli': 11,
+    '__main__': 12,
 }
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if p.stem not in ('__init__', 'imports'))
 
