@@ -290,12 +290,8 @@ def test_choose_lr_keeps_the_suggestion_in_range(suggested, used):
     assert demo.choose_lr(FakeLearner()) == (pytest.approx(used), suggested)
 
 
-@pytest.mark.parametrize('suggested, top, note', [
-    (3e-3, 3e-3, 'lr_find suggested 0.003'),
-    (5e-2, 1e-2, 'capped at the head lr 0.01'),
-    (None, 1e-2, 'lr_find found no descent: the head lr 0.01'),  # the course's own rates
-])
-def test_choose_unfrozen_lrs_is_lr_finds_suggestion_capped_at_the_head_lr(suggested, top, note):
+def _unfrozen_finder(suggested, bn_freeze):
+    """A learner whose lr finder over all groups suggests `suggested` (None: no descent)."""
     def suggest():
         if suggested is None:
             raise ValueError('no learning rate to suggest')
@@ -304,14 +300,36 @@ def test_choose_unfrozen_lrs_is_lr_finds_suggestion_capped_at_the_head_lr(sugges
     class FakeLearner:
         layer_groups = [None, None, None]
         data = SimpleNamespace(trn_dl=range(45))
+        _bn_freeze = bn_freeze
 
         def lr_find(self, start_lr, num_it):
             assert num_it == 45
             np.testing.assert_allclose(start_lr, [1e-5 / 9, 1e-5 / 3, 1e-5])
             self.sched = SimpleNamespace(suggest_lr=suggest)
-    lrs, said = demo.choose_unfrozen_lrs(FakeLearner(), 1e-2, 3)
+    return FakeLearner()
+
+
+@pytest.mark.parametrize('suggested, top, note', [
+    (3e-3, 3e-3, 'lr_find suggested 0.003'),
+    (5e-2, 1e-2, 'capped at the head lr 0.01'),
+    (None, 1e-2, 'lr_find found no descent: the head lr 0.01'),  # the course's own rates
+])
+def test_choose_unfrozen_lrs_with_frozen_statistics_caps_the_suggestion_at_the_head_lr(suggested, top, note):
+    lrs, said = demo.choose_unfrozen_lrs(_unfrozen_finder(suggested, bn_freeze=True), 1e-2, 3)
     np.testing.assert_allclose(lrs, [top / 9, top / 3, top])
     assert note in said
+
+
+@pytest.mark.parametrize('suggested, top, note', [
+    (3e-3, 3e-2, "raised to 3x the head lr, 0.03, as the body's BatchNorm statistics train"),
+    (5e-2, 5e-2, 'lr_find suggested 0.05'),
+    (0.5, 0.1, 'capped at 0.1'),
+    (None, 3e-2, 'lr_find found no descent: 3x the head lr, 0.03'),
+])
+def test_choose_unfrozen_lrs_with_training_statistics_starts_at_three_times_the_head_lr(suggested, top, note):
+    lrs, said = demo.choose_unfrozen_lrs(_unfrozen_finder(suggested, bn_freeze=False), 1e-2, 3)
+    np.testing.assert_allclose(lrs, [top / 9, top / 3, top])
+    assert note in said and (suggested is None or f'lr_find suggested {suggested:.3g}' in said)
 
 
 def test_write_digits_is_deterministic_and_reused(tmp_path):
@@ -382,10 +400,17 @@ def test_train_on_two_processes_for_real(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_reaches_90_percent(tmp_path, capsys):
-    """`fastlearn demo` for real: EfficientNet-Lite0 with its offline weights on the digits."""
+def test_demo_never_drops_below_the_head_and_reaches_98_percent(tmp_path, capsys):
+    """`fastlearn demo` for real: EfficientNet-Lite0 with its offline weights on the digits.
+    No unfrozen epoch more than 2 points below the head's best (issue 8); measured 2026-12-02:
+    head best 91.4 %, unfrozen 92.5 ... 99.4 %, 99.4 % with TTA."""
     assert cli.main(['demo', '--out', str(tmp_path)]) == 0
     out = capsys.readouterr().out
     acc, acc_tta = map(float, ACCURACY.search(out).groups())
-    assert acc >= 0.9 and acc_tta >= 0.9, out
-    assert (tmp_path / 'report.md').is_file() and (tmp_path / 'digits' / 'train').is_dir()
+    assert acc >= 0.98 and acc_tta >= 0.98, out
+    rows = re.findall(r'^\| ([a-z, ]+) \| (\d+) \| [\d.]+ \| ([\d.]+) \|', (tmp_path / 'report.md').read_text(), re.M)
+    head = [float(a) for phase, _, a in rows if phase.startswith('head')]
+    unfrozen = [float(a) for phase, _, a in rows if phase == 'all layers']
+    assert len(head) == 4 and len(unfrozen) == 7, rows
+    assert min(unfrozen) >= max(head) - 0.02, rows
+    assert (tmp_path / 'digits' / 'train').is_dir()
