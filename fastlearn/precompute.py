@@ -99,8 +99,11 @@ def compute_activations(features: nn.Module, dl: Any, *, device: torch.device,
     """Run `features` (body, pool, flatten) in eval mode over `dl`: float32 (N, nf); with
     `desc`, under a progress bar (the cache fill is the first long wait of a run). Several
     processes each compute a part and every one gets the whole."""
-    acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last, desc=desc,
-                         precision=precision)
+    # Iterating a loader draws its seed from torch's generator; forked, a run whose cache had to
+    # be filled trains exactly as one that found it on disk (same seed, same numbers).
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        acts, _ = predict_dl(features, dl, device=device, channels_last=channels_last, desc=desc,
+                             precision=precision)
     return acts.astype(np.float32, copy=False)
 
 
