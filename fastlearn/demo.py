@@ -36,16 +36,13 @@ PHASES = ('head, precomputed', 'head, augmented', 'all layers')
 # digits are unlike ImageNet, so the course's lr/9, lr/3, lr (97-99%) rather than lr/100, lr/10,
 # lr (93-96%); no flips for digits; tiny PNGs load faster in-process than in worker processes.
 # BatchNorm trains once unfrozen, its statistics moving from ImageNet's to the digits': kept frozen
-# (the table's choice for photos) every SGDR restart at lr_find's rates loses 3-5 points and the
-# run ends at 97.5 % (96.9 % with TTA); at a third of those rates it never drops but ends at 94 %.
-# Once unfrozen with BatchNorm statistics that train, the statistics jump from ImageNet's to the
-# data's at the first batch and every layer has to follow at once: a slow rate leaves the first
-# unfrozen epoch far below the head. `fastlearn demo`, seeds 42, 0, 1 (the augmented head's best
-# 91.4-91.6 %), first unfrozen epoch: at lr_find's 6e-3 (seed 42) 76 %; at the head's 1e-2 80 %;
-# at 3x the head's lr 88.6 % (seed 42); at 4x 90.8 / 92.5 / 93.0 %; at 5x 92.8 / 92.8 / 96.9 %,
-# the runs ending at 99.7 / 99.4 / 99.7 % (99.7 % with TTA on all three).
-# bench/digits_batchnorm.py has the other variants. lr_find's suggestion is cautious for SGD
-# here, as it is for the head (LR_RANGE).
+# (the table's choice for photos) the SGDR restarts cost 3-7 points and the run ends near 96 %.
+# Once they train, the statistics jump to the data's at the first batch and every layer has to
+# follow at once, which a slow rate spreads over the whole first unfrozen epoch. First unfrozen
+# epoch on the digits against the augmented head's best of 91.4 % (bench/digits_batchnorm.py,
+# seed 42): top rate at the head's 1e-2 80.2 %, at 3x 88.6 %, 4x 90.8 %, 5x 92.8 %; with 5x on
+# seeds 0 and 1 92.8 and 96.9 % (heads 91.6 %), the kept models 99.7 / 99.4 / 99.7 %, 99.7 % with
+# TTA on all three. lr_find's suggestion is cautious for SGD here, as it is for the head.
 BN_TRAINS_LR_MULT = 5.0
 DEMO = {'arch': 'efficientnet_lite0', 'sz': 64, 'bs': 32, 'epochs': 3, 'aug': 'basic', 'lr_ratio': 3,
         'workers': 0, 'bn_freeze': False}
