@@ -190,27 +190,23 @@ def choose_unfrozen_lrs(learn: Any, lr: float, ratio: float) -> tuple[Any, str]:
     above its start), the bound itself. Returns the rates and a note saying which rule chose them.
     """
     n_groups = len(learn.layer_groups)
-    bn_trains = not getattr(learn, '_bn_freeze', True)
-    bound = BN_TRAINS_LR_MULT * lr if bn_trains else lr
+    if getattr(learn, '_bn_freeze', True):
+        lo, lo_text, hi, hi_text = 0.0, '', lr, f'the head lr {lr:.3g}'
+    else:
+        lo, hi, hi_text = BN_TRAINS_LR_MULT * lr, LR_RANGE[1], f'{LR_RANGE[1]:g}'
+        lo_text = (f"{BN_TRAINS_LR_MULT:g}x the head lr, {lo:.3g}, as the body's BatchNorm "
+                   'statistics train')
     learn.lr_find(start_lr=diff_lrs(1e-5, n_groups, ratio), num_it=min(100, len(learn.data.trn_dl)))
     try:
         suggestion = float(learn.sched.suggest_lr())
     except ValueError:
-        return diff_lrs(bound, n_groups, ratio), f'lr_find found no descent: {_bound_text(bn_trains, lr)}'
+        top, text = (lo, lo_text) if lo else (hi, hi_text)
+        return diff_lrs(top, n_groups, ratio), f'lr_find found no descent: {text}'
+    top = min(max(suggestion, lo), hi)
     note = f'lr_find suggested {suggestion:.3g}'
-    if bn_trains and suggestion < bound:
-        return diff_lrs(bound, n_groups, ratio), f'{note}, raised to {_bound_text(True, lr)}'
-    top = min(suggestion, LR_RANGE[1]) if bn_trains else min(suggestion, lr)
-    if top < suggestion:
-        note += f', capped at {f"{LR_RANGE[1]:g}" if bn_trains else _bound_text(False, lr)}'
+    if top != suggestion:
+        note += f', raised to {lo_text}' if top > suggestion else f', capped at {hi_text}'
     return diff_lrs(top, n_groups, ratio), note
-
-
-def _bound_text(bn_trains: bool, lr: float) -> str:
-    if bn_trains:
-        return (f'{BN_TRAINS_LR_MULT:g}x the head lr, {BN_TRAINS_LR_MULT * lr:.3g}, as the body\'s '
-                'BatchNorm statistics train')
-    return f'the head lr {lr:.3g}'
 
 
 def _evaluate(learn: Any) -> tuple[float, float, Any]:
