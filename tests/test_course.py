@@ -607,10 +607,11 @@ def test_lesson1_calls_on_the_real_photos(dogscats, tmp_path):
     dl = ns['DataLoader'](ns['FilesIndexArrayDataset']([fn], np_.array([0]), val_tfms, PATH))
     one = learn.predict_dl(dl)
     np.testing.assert_allclose(one[0], log_preds[0], atol=1e-4)
-    im = val_tfms(ns['open_image'](PATH + fn))
-    # the loaders decode JPEGs at reduced size (draft_size); a full decode resamples a little
-    # differently, so the same class with nearly the same probability
-    one_array = learn.predict_array(im[None])[0]
-    assert one_array.argmax() == log_preds[0].argmax()
-    np.testing.assert_allclose(np.exp(one_array), np.exp(log_preds[0]), atol=0.1)
+    # decoded as the loaders decode JPEGs (at reduced size, draft_size): the same prediction
+    im = val_tfms(ns['open_image'](PATH + fn, val_tfms.draft_size))
+    np.testing.assert_allclose(learn.predict_array(im[None])[0], log_preds[0], atol=1e-4)
+    # a full decode resamples a little differently: the same class, its probability may move
+    # (0.997 -> 0.876 for this photo with the head of 2026-12-02)
+    full = learn.predict_array(val_tfms(ns['open_image'](PATH + fn))[None])[0]
+    assert full.argmax() == log_preds[0].argmax()
     assert 'Layer group' in repr(learn.summary())
