@@ -21,10 +21,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .archs import table_arch
 from .augmentations import (RandomDihedral, RandomFlip, RandomLighting, RandomRotate, RandomRotateZoom,
                             check_number, transforms_basic, transforms_side_on, transforms_top_down)
 from .core import to_np
+from .stats import Stats, check_stats, imagenet_stats, inception_stats, model_stats
 from .targets import as_boxes, as_mask, as_points, coords_out, is_points
 
 __all__ = ['imagenet_stats', 'inception_stats', 'CropType', 'TfmType', 'RandomRotate',
@@ -32,9 +32,6 @@ __all__ = ['imagenet_stats', 'inception_stats', 'CropType', 'TfmType', 'RandomRo
            'transforms_side_on', 'transforms_top_down', 'Transforms', 'tfms_from_stats',
            'tfms_from_model']
 
-Stats = tuple[tuple[float, ...], tuple[float, ...]]
-imagenet_stats: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-inception_stats: Stats = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 # RandomResizedCrop's range, as in the GoogLeNet paper and torchvision.
 _RRC_SCALE, _RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -157,17 +154,6 @@ def _pad_mode(mode: Any) -> str:
     return name
 
 
-def _check_stats(stats: Any) -> Stats:
-    try:
-        mean, std = (tuple(float(v) for v in s) for s in stats)
-    except (TypeError, ValueError):
-        mean = std = ()
-    if not mean or len(mean) != len(std) or min(std) <= 0:
-        raise ValueError(f"stats must be (mean, std) with one value per channel and std > 0; "
-                         f"got {stats!r}. Pass e.g. imagenet_stats")
-    return mean, std
-
-
 class Transforms:
     """`trn_tfms, val_tfms = tfms_from_model(resnet34, 224, aug_tfms=transforms_side_on)`, then
     `x, y = trn_tfms(im, y)`: a PIL image to a normalised float32 CHW tensor of sz x sz
@@ -205,7 +191,7 @@ class Transforms:
         self.sz = _check_size('sz', sz, 'sz=224 or sz=(360, 480)')
         self.sz_y = _check_size('sz_y', sz_y, 'sz_y=448', optional=True)
         self.void = check_number('void', void, 0, 255, 'void=11', integer=True, optional=True)
-        self.stats = _check_stats(stats)
+        self.stats = check_stats(stats)
         self.crop_type = _check_enum('crop_type', crop_type, CropType, 'crop_type=CropType.CENTER')
         self.tfm_y = _check_enum('tfm_y', TfmType.NO if tfm_y is None else tfm_y, TfmType,
                                  'tfm_y=TfmType.CLASS')
@@ -416,42 +402,3 @@ def tfms_from_model(f_model: Any, sz: int | tuple[int, int], aug_tfms: Sequence[
     return tfms_from_stats(model_stats(f_model), sz, aug_tfms, max_zoom, pad=pad,
                            crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode,
                            norm_y=norm_y, scale=scale, void=void)
-
-
-def model_stats(f_model: Any) -> Stats:
-    """`model_stats(resnet34)`: the (mean, std) a model's weights expect. In order: its `.stats`
-    (fastlearn's architecture table); for a timm name, timm's pretrained config; a timm model's
-    `pretrained_cfg`; a torchvision builder's default weights' `transforms()`; else
-    `imagenet_stats`. A name in the table gets the table's stats, since its weights may not be
-    timm's (`'efficientnet_lite0'` loads TensorFlow's, trained with mean and std 0.5). None of
-    these downloads anything."""
-    if isinstance(f_model, str):
-        f_model = table_arch(f_model) or f_model
-    stats = getattr(f_model, 'stats', None)
-    if stats is not None:
-        return _check_stats(stats)
-    if isinstance(f_model, str):
-        return _timm_stats(f_model) or _torchvision_stats(f_model) or imagenet_stats
-    cfg = getattr(f_model, 'pretrained_cfg', None)
-    if isinstance(cfg, dict) and 'mean' in cfg and 'std' in cfg:
-        return _check_stats((cfg['mean'], cfg['std']))
-    return _torchvision_stats(f_model) or imagenet_stats
-
-
-def _torchvision_stats(f_model: Any) -> Stats | None:
-    from torchvision.models import get_model_weights
-    try:
-        weights = get_model_weights(f_model)
-        preset = (getattr(weights, 'DEFAULT', None) or next(iter(weights))).transforms()
-        return _check_stats((preset.mean, preset.std))
-    except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
-        return None  # not a torchvision builder, or weights whose preset has no normalisation
-
-
-def _timm_stats(name: str) -> Stats | None:
-    try:
-        from timm.models import get_pretrained_cfg  # optional; reads timm's registry, no download
-        cfg = get_pretrained_cfg(name)
-    except Exception:  # timm absent, or a name its registry rejects: fall back, as documented
-        return None
-    return None if cfg is None else _check_stats((cfg.mean, cfg.std))

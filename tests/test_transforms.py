@@ -16,8 +16,9 @@ from torchvision.transforms import v2
 from fastlearn.archs import efficientnet_lite0
 from fastlearn.transforms import (CropType, RandomDihedral, RandomFlip, RandomLighting,
                                   RandomRotate, TfmType, Transforms, imagenet_stats,
-                                  inception_stats, model_stats, tfms_from_model, tfms_from_stats,
+                                  inception_stats, tfms_from_model, tfms_from_stats,
                                   transforms_basic, transforms_side_on, transforms_top_down)
+from fastlearn.stats import model_stats
 
 MEAN, STD = (np.array(s, np.float32) for s in imagenet_stats)
 
