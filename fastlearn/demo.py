@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ['run_recipe', 'RecipeResult', 'recipe_epochs', 'diff_lrs', 'choose_lr', 'choose_unfrozen_lrs',
-           'write_digits', 'LR_RANGE', 'BN_TRAINS_LR_MULT', 'DEMO', 'DIGITS_PX']
+           'write_digits', 'LR_RANGE', 'DEMO', 'DIGITS_PX']
 
 # lr_find's suggestion (fastai 2's "valley") suits Adam; for SGD with momentum it is cautious:
 # on the digits it says 2.5e-3, with which the demo ends at 92% (94% with TTA), against 97-99%
@@ -37,13 +37,8 @@ PHASES = ('head, precomputed', 'head, augmented', 'all layers')
 # lr (93-96%); no flips for digits; tiny PNGs load faster in-process than in worker processes.
 # BatchNorm trains once unfrozen, its statistics moving from ImageNet's to the digits': kept frozen
 # (the table's choice for photos) the SGDR restarts cost 3-7 points and the run ends near 96 %.
-# Once they train, the statistics jump to the data's at the first batch and every layer has to
-# follow at once, which a slow rate spreads over the whole first unfrozen epoch. First unfrozen
-# epoch on the digits against the augmented head's best of 91.4 % (bench/digits_batchnorm.py,
-# seed 42): top rate at the head's 1e-2 80.2 %, at 3x 88.6 %, 4x 90.8 %, 5x 92.8 %; with 5x on
-# seeds 0 and 1 92.8 and 96.9 % (heads 91.6 %), the kept models 99.7 / 99.4 / 99.7 %, 99.7 % with
-# TTA on all three. lr_find's suggestion is cautious for SGD here, as it is for the head.
-BN_TRAINS_LR_MULT = 5.0
+# Once they train, the unfrozen top rate is raised to BN_TRAINS_LR_MULT times the head's (learner.py
+# says why). lr_find's suggestion is cautious for SGD here, as it is for the head.
 DEMO = {'arch': 'efficientnet_lite0', 'sz': 64, 'bs': 32, 'epochs': 3, 'aug': 'basic', 'lr_ratio': 3,
         'workers': 0, 'bn_freeze': False}
 
@@ -189,6 +184,7 @@ def choose_unfrozen_lrs(learn: Any, lr: float, ratio: float) -> tuple[Any, str]:
     `LR_RANGE[1]`). If the sweep finds no descent (one noisy epoch of augmented batches can end
     above its start), the bound itself. Returns the rates and a note saying which rule chose them.
     """
+    from .learner import BN_TRAINS_LR_MULT
     n_groups = len(learn.layer_groups)
     if getattr(learn, '_bn_freeze', True):
         lo, lo_text, hi, hi_text = 0.0, '', lr, f'the head lr {lr:.3g}'

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, ContextManager
 
 import numpy as np
@@ -24,12 +22,20 @@ from .model import epochs_for, to_device
 from .guards import BATCH_NORMS, DivergenceGuard, check_batch_norm_batches
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
-from .saving import load_learner_weights, save_learner
+from .saving import Saving, resolve_path
 from .sgdr import CosAnneal, CycleSaver, Recorder, SaveBestModel, run_lr_finder
 from .summary import ModelSummary, model_summary
 from .tasks import task_defaults, task_kind
 
-__all__ = ['Learner']
+__all__ = ['Learner', 'BN_TRAINS_LR_MULT']
+
+# Once the body's BatchNorm statistics train, they jump from ImageNet's to the data's at the first
+# batch and every layer has to follow at once, which a slow rate spreads over the whole first
+# unfrozen epoch. First unfrozen epoch on the digits against the augmented head's best of 91.4 %
+# (bench/digits_batchnorm.py, seed 42): top rate at the head's 1e-2 80.2 %, 3x 88.6 %, 4x 90.8 %,
+# 5x 92.8 %. `fine_tune(3, 1e-2)` at base_lr/2 ends below its head on seeds 0-2, at 5x above it
+# (bench/recipes.py). `fastlearn train`/`demo` (demo.choose_unfrozen_lrs) and `fine_tune` use it.
+BN_TRAINS_LR_MULT = 5.0
 
 
 def _clr_beta(args: Sequence[float]) -> OneCycle:
@@ -51,12 +57,7 @@ def _clip_text(clip: Any) -> str:
     return 'per group [' + ', '.join('none' if c is None else f'{c:g}' for c in clip) + ']'
 
 
-def _resolve(base: Path, name: str | os.PathLike) -> Path:
-    # As in the course, an absolute name escapes a read-only dataset folder.
-    return Path(name) if Path(name).is_absolute() else Path(base) / name
-
-
-class Learner(Predicting):
+class Learner(Predicting, Saving):
     """A model, its data and its layer groups (earliest → head), ready to train.
 
         learn = ConvLearner.pretrained(resnet34, data)
@@ -87,8 +88,8 @@ class Learner(Predicting):
         self.crit = crit or loss
         self.metrics = list(default_metrics if metrics is None else metrics)
         self.opt_fn = opt_fn or sgd_momentum
-        self.tmp_path = _resolve(data.path, tmp_name)
-        self.models_path = _resolve(data.path, models_name)
+        self.tmp_path = resolve_path(data.path, tmp_name)
+        self.models_path = resolve_path(data.path, models_name)
         self.clip, self.quiet = clip, quiet
         self.layer_opt: LayerOptimizer | None = None
         self.sched: Recorder | None = None
@@ -126,6 +127,11 @@ class Learner(Predicting):
         groups included (`bn_freeze(True)`): their statistics stay the pretrained ones. The head's
         BatchNorm layers are new and keep learning theirs."""
         self._bn_freeze = b
+
+    def body_bn_trains(self) -> bool:
+        """Do the body's BatchNorm statistics move once it is unfrozen (no `bn_freeze(True)`)?"""
+        return not self._bn_freeze and any(isinstance(m, BATCH_NORMS) for g in self.layer_groups[:-1]
+                                           for m in g.modules())
 
     def trainable_groups(self) -> list[bool]:
         """Per layer group: does any of its parameters train?"""
@@ -266,15 +272,25 @@ class Learner(Predicting):
                   lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0,
                   **kwargs: Any) -> list[float]:
         """fastai 2's `fine_tune`: one cycle of `freeze_epochs` on the head at `base_lr`, then
-        `unfreeze()` and one cycle of `epochs` at `slice(base_lr/2/lr_mult, base_lr/2)`.
+        `unfreeze()` and one cycle of `epochs` at `slice(top/lr_mult, top)`, `top = base_lr/2`.
+        While the body's BatchNorm statistics train (`bn_freeze(False)`, the default outside the
+        architecture table's frozen ones), `top` is `BN_TRAINS_LR_MULT * base_lr`, and the fit says
+        so: at `base_lr/2` the body cannot follow statistics that jump to a new data set's, and
+        the model ends below its head (docs/recipe.md has the figures).
 
             learn.fine_tune(3)            # 1 head epoch, then 3 on every layer group
         """
         self.freeze()
         self.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99, **kwargs)
         self.unfreeze()
-        return self.fit_one_cycle(epochs, slice(base_lr / 2 / lr_mult, base_lr / 2),
-                                  pct_start=pct_start, div=div, **kwargs)
+        top = base_lr / 2
+        if self.body_bn_trains():
+            top = BN_TRAINS_LR_MULT * base_lr
+            if not (kwargs.get('quiet') or self.quiet):
+                print(f"fine_tune: the body's BatchNorm statistics train, so the unfrozen cycle "
+                      f'peaks at {BN_TRAINS_LR_MULT:g}x base_lr, {top:.3g} (not base_lr/2)')
+        return self.fit_one_cycle(epochs, slice(top / lr_mult, top), pct_start=pct_start, div=div,
+                                  **kwargs)
 
     def lr_find2(self, start_lr: Any = 1e-5, end_lr: float = 10, num_it: int = 100, wds: Any = None,
                  linear: bool = False, stop_dy: bool = True) -> Recorder:
@@ -298,39 +314,6 @@ class Learner(Predicting):
         self._check_trainable()
         self.sched = run_lr_finder(self, start_lr, end_lr, wds, linear, num_it)
         return self.sched
-
-    # --- saving ------------------------------------------------------------------------------
-    def _model_file(self, name: str | os.PathLike) -> Path:
-        """`models/<name>.pth` as in the course; a name ending in `.pth` is taken as a file name
-        as it is, and an absolute path points anywhere (`learn.load('/abs/path/m.pth')`)."""
-        name = os.fspath(name)
-        return _resolve(self.models_path, name if name.endswith('.pth') else f'{name}.pth')
-
-    def save(self, name: str | os.PathLike, *, with_opt: bool = False) -> Path:
-        """Write the weights to `models/<name>.pth`, atomically: an interrupted save leaves the
-        previous file loadable.
-
-            learn.save('224_lastlayer')
-
-        `with_opt=True` also stores the optimizer state (momentum, per-group lrs and wds), so
-        `load(name)` can resume a run. Either file holds tensors and plain values only."""
-        return save_learner(self, name, with_opt=with_opt)
-
-    def load(self, name: str | os.PathLike) -> None:
-        """Load weights saved by `save(name)` (tensors only: nothing is unpickled), and the
-        optimizer state too when the file has it (`save(name, with_opt=True)`).
-
-            learn.load('224_lastlayer')        # models/224_lastlayer.pth
-            learn.load('/abs/path/m.pth')
-
-        The file is checked against the model first: one from another architecture or class
-        count is refused, naming the layers and shapes, and leaves the model as it was."""
-        load_learner_weights(self, name)
-
-    def load_cycle(self, name: str, cycle: int) -> None:
-        """`learn.load_cycle('snap', 2)`: the weights `fit(..., cycle_save_name='snap')` saved
-        at the end of SGDR cycle 2 (`models/snap_cyc_2.pth`), for snapshot ensembles."""
-        self.load(f'{name}_cyc_{cycle}')
 
     def set_data(self, data: Any) -> None:
         """Swap in new data (progressive resizing), keep the weights, and refreeze.

@@ -19,7 +19,7 @@ from .core import atomic_write, check_state_dict, is_safetensors, load_tensors
 from .distributed import main_only
 from .layer_optimizer import _group_params
 
-__all__ = ['save_learner', 'load_learner_weights', 'CHECKPOINT']
+__all__ = ['save_learner', 'load_learner_weights', 'resolve_path', 'Saving', 'CHECKPOINT']
 
 # The marker of a `save(name, with_opt=True)` file: weights plus optimizer state.
 CHECKPOINT = 'fastlearn-checkpoint-1'
@@ -94,3 +94,47 @@ def _check_opt_state(learn: Any, opt: Any, path: Path) -> None:
         raise ValueError(f'{path} holds optimizer state for layer groups of {saved} parameters, '
                          f'but this learner has {sizes}; it was saved from another model. The '
                          'model is unchanged')
+
+
+def resolve_path(base: Path, name: str | os.PathLike) -> Path:
+    """`name` under `base` (`models` -> `data/dogscats/models`); an absolute name as it is, so
+    a learner on a read-only dataset folder can keep its files elsewhere, as in the course."""
+    return Path(name) if Path(name).is_absolute() else Path(base) / name
+
+
+class Saving:
+    """`learn.save(name)`, `learn.load(name)`, `learn.load_cycle(name, cycle)`: the Learner's
+    files under `learn.models_path` (`models/` beside the data, as in the course)."""
+    models_path: Path
+
+    def _model_file(self, name: str | os.PathLike) -> Path:
+        """`models/<name>.pth` as in the course; a name ending in `.pth` is taken as a file name
+        as it is, and an absolute path points anywhere (`learn.load('/abs/path/m.pth')`)."""
+        name = os.fspath(name)
+        return resolve_path(self.models_path, name if name.endswith('.pth') else f'{name}.pth')
+
+    def save(self, name: str | os.PathLike, *, with_opt: bool = False) -> Path:
+        """Write the weights to `models/<name>.pth`, atomically: an interrupted save leaves the
+        previous file loadable.
+
+            learn.save('224_lastlayer')
+
+        `with_opt=True` also stores the optimizer state (momentum, per-group lrs and wds), so
+        `load(name)` can resume a run. Either file holds tensors and plain values only."""
+        return save_learner(self, name, with_opt=with_opt)
+
+    def load(self, name: str | os.PathLike) -> None:
+        """Load weights saved by `save(name)` (tensors only: nothing is unpickled), and the
+        optimizer state too when the file has it (`save(name, with_opt=True)`).
+
+            learn.load('224_lastlayer')        # models/224_lastlayer.pth
+            learn.load('/abs/path/m.pth')
+
+        The file is checked against the model first: one from another architecture or class
+        count is refused, naming the layers and shapes, and leaves the model as it was."""
+        load_learner_weights(self, name)
+
+    def load_cycle(self, name: str, cycle: int) -> None:
+        """`learn.load_cycle('snap', 2)`: the weights `fit(..., cycle_save_name='snap')` saved
+        at the end of SGDR cycle 2 (`models/snap_cyc_2.pth`), for snapshot ensembles."""
+        self.load(f'{name}_cyc_{cycle}')

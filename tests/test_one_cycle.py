@@ -57,12 +57,24 @@ def test_fit_one_cycle_lowers_the_validation_loss(learn):
 
 
 def test_fine_tune_trains_the_head_then_everything(learn):
+    learn.bn_freeze(True)
     learn.fine_tune(2, 1e-2)
     assert all(learn.trainable_groups())
     g = np.array(learn.sched.group_lrs)
     assert g.shape == (6, 3)
     # slice(1e-2/2/100, 1e-2/2), spread geometrically; the peak falls between two batches
     assert g.max(0) == pytest.approx([5e-5, 5e-4, 5e-3], rel=0.01)
+
+
+def test_fine_tune_peaks_higher_while_the_bodys_batchnorm_statistics_train(learn, capsys):
+    learn.quiet = False
+    assert learn.body_bn_trains()
+    learn.fine_tune(1, 1e-2)
+    g = np.array(learn.sched.group_lrs)
+    assert g.max(0) == pytest.approx([5e-4, 5e-3, 5e-2], rel=0.01)   # BN_TRAINS_LR_MULT 5
+    assert 'peaks at 5x base_lr, 0.05 (not base_lr/2)' in capsys.readouterr().out
+    learn.bn_freeze(True)
+    assert not learn.body_bn_trains()
 
 
 def test_use_clr_beta_is_one_cycle_under_the_course_name(learn):
