@@ -34,7 +34,7 @@ __all__ = ['Learner', 'BN_TRAINS_LR_MULT']
 # unfrozen epoch. First unfrozen epoch on the digits against the augmented head's best of 91.4 %
 # (bench/digits_batchnorm.py, seed 42): top rate at the head's 1e-2 80.2 %, 3x 88.6 %, 4x 90.8 %,
 # 5x 92.8 %. `fine_tune(3, 1e-2)` at base_lr/2 ends below its head on seeds 0-2, at 5x above it
-# (bench/recipes.py). `fastlearn train`/`demo` (demo.choose_unfrozen_lrs) and `fine_tune` use it.
+# (bench/README.md). `fastlearn train`/`demo` (demo.choose_unfrozen_lrs) and `fine_tune` use it.
 BN_TRAINS_LR_MULT = 5.0
 
 
@@ -276,7 +276,7 @@ class Learner(Predicting, Saving):
         While the body's BatchNorm statistics train (`bn_freeze(False)`, the default outside the
         architecture table's frozen ones), `top` is `BN_TRAINS_LR_MULT * base_lr`, and the fit says
         so: at `base_lr/2` the body cannot follow statistics that jump to a new data set's, and
-        the model ends below its head (docs/recipe.md has the figures).
+        the model ends below its head (bench/README.md has the figures, docs/sgdr.md the reason).
 
             learn.fine_tune(3)            # 1 head epoch, then 3 on every layer group
         """

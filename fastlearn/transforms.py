@@ -32,7 +32,6 @@ __all__ = ['imagenet_stats', 'inception_stats', 'CropType', 'TfmType', 'RandomRo
            'transforms_side_on', 'transforms_top_down', 'Transforms', 'tfms_from_stats',
            'tfms_from_model']
 
-
 # RandomResizedCrop's range, as in the GoogLeNet paper and torchvision.
 _RRC_SCALE, _RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 
