@@ -9,11 +9,13 @@ bs 32, basic augmentation) and phases: lr_find on the cache, `fit(lr, 1)` cached
 cycle_len=1)` augmented, `unfreeze()`, lr_find over every group (`choose_unfrozen_lrs`, ratio 3),
 then 7 unfrozen epochs. One line per run: the accuracy after each epoch, phase by phase.
 
-- trains: what the demo does: statistics train once unfrozen, no gradient clip; SGDR 1 + 2 + 4
-  at `choose_unfrozen_lrs`'s rates (with training statistics, at least `BN_TRAINS_LR_MULT`
-  times the head's lr at the top).
-- trains_head_lr, trains_3x, trains_4x: the same with the top rate at 1, 3 or 4 times the
+- trains: what the demo does: statistics train once unfrozen, carried to the digits' at
+  `unfreeze()` (batch_norm.py), no gradient clip; SGDR 1 + 2 + 4 at `choose_unfrozen_lrs`'s
+  rates (with training statistics, at least `BN_TRAINS_LR_MULT` times the head's lr at the top).
+- trains_head_lr, trains_3x, trains_5x: the same with the top rate at 1, 3 or 5 times the
   head's lr (the course's `[lr/9, lr/3, lr]` for 1).
+- uncarried, uncarried_5x: statistics train without the carry (what `unfreeze()` did before
+  2026-12-06), the top rate at 2 or 5 times the head's lr.
 - frozen: `bn_freeze(True)` with the table's clip (the photos' setting); SGDR 1 + 2 + 4.
 - frozen_low: frozen, the unfrozen rates a third of lr_find's.
 - frozen_onecycle / trains_onecycle: one cycle per SGDR cycle (1, 2, 4 epochs: a warm-up at
@@ -39,7 +41,7 @@ from fastlearn.guards import BATCH_NORMS  # isort: skip
 
 import torch  # noqa: E402
 
-VARIANTS = ('trains', 'trains_head_lr', 'trains_3x', 'trains_4x', 'frozen', 'frozen_low',
+VARIANTS = ('trains', 'trains_head_lr', 'trains_3x', 'trains_5x', 'uncarried', 'uncarried_5x', 'frozen', 'frozen_low',
             'frozen_onecycle', 'trains_onecycle', 'trains_phase2', 'trains_adabn', 'trains_clip')
 
 
@@ -89,12 +91,15 @@ def run(variant: str, seed: int, out: Path) -> list[tuple[str, list[float]]]:
         _reestimate(learn)
         learn.fit(lr, 1, cycle_len=1)
         phases.append(('head on re-estimated statistics', accs()))
+    if variant.startswith('uncarried'):
+        learn._carry_batch_norm = lambda groups: None  # type: ignore[method-assign]
     learn.unfreeze()
     lrs, _ = choose_unfrozen_lrs(learn, lr, DEMO['lr_ratio'])
     if variant == 'frozen_low':
         lrs = lrs / 3
-    if variant in ('trains_head_lr', 'trains_3x', 'trains_4x'):
-        mult = {'trains_head_lr': 1, 'trains_3x': 3, 'trains_4x': 4}[variant]
+    mults = {'trains_head_lr': 1, 'trains_3x': 3, 'trains_5x': 5, 'uncarried': 2, 'uncarried_5x': 5}
+    if variant in mults:
+        mult = mults[variant]
         lrs = diff_lrs(mult * lr, len(lrs), DEMO['lr_ratio'])
     unfrozen: list[float] = []
     if variant.endswith('onecycle'):

@@ -37,8 +37,9 @@ PHASES = ('head, precomputed', 'head, augmented', 'all layers')
 # lr (93-96%); no flips for digits; tiny PNGs load faster in-process than in worker processes.
 # BatchNorm trains once unfrozen, its statistics moving from ImageNet's to the digits': kept frozen
 # (the table's choice for photos) the SGDR restarts cost 3-7 points and the run ends near 96 %.
-# Once they train, the unfrozen top rate is raised to BN_TRAINS_LR_MULT times the head's (learner.py
-# says why). lr_find's suggestion is cautious for SGD here, as it is for the head.
+# Once they train (carried to the digits' at unfreeze, so the model does not jump: batch_norm.py),
+# the unfrozen top rate is at least BN_TRAINS_LR_MULT times the head's (learner.py says why).
+# lr_find's suggestion is cautious for SGD here, as it is for the head.
 DEMO = {'arch': 'efficientnet_lite0', 'sz': 64, 'bs': 32, 'epochs': 3, 'aug': 'basic', 'lr_ratio': 3,
         'workers': 0, 'bn_freeze': False}
 
@@ -125,7 +126,8 @@ def run_recipe(path: str | os.PathLike, arch: str = 'efficientnet_lite0',
         learn.bn_freeze(bn_freeze)
     if not learn._bn_freeze:  # the table's body clip is for frozen BatchNorm (archs.py says why)
         learn.clip = None
-    settings += (f'; once unfrozen, BatchNorm {"frozen" if learn._bn_freeze else "trains"}, '
+    bn = 'frozen' if learn._bn_freeze else "trains (carried to the data's statistics at unfreeze)"
+    settings += (f'; once unfrozen, BatchNorm {bn}, '
                  f'gradient clip {learn.clip or "none"}')
     files, suggested = {}, None
     if lr is None:

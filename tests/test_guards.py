@@ -120,7 +120,8 @@ def test_clip_grads_per_group_and_together():
 def test_the_table_sets_batchnorm_and_clip_and_repr_shows_them(tiny_arch, data):
     plain = _learner(tiny_arch, data)
     assert plain.clip is None and not plain._bn_freeze
-    assert 'BatchNorm trains, gradient clip none' in repr(plain)
+    assert ("BatchNorm trains, carried to the data's statistics as its group unfreezes, gradient clip none"
+            in repr(plain))
     careful = _learner(dataclasses.replace(tiny_arch, bn_freeze=True, body_clip=1.0), data)
     assert careful.clip == [1.0, 1.0, None] and careful._bn_freeze
     assert 'BatchNorm frozen, gradient clip per group [1, 1, none]' in repr(careful)
