@@ -5,10 +5,11 @@ statistics, the model's function unchanged.
 
 While a group is frozen its BatchNorm layers run in eval mode and normalise with the statistics
 they were pretrained with (ImageNet's). Once it trains (without `learn.bn_freeze(True)`), train
-mode normalises with each batch's statistics instead. On photos like ImageNet's the two are close;
-on data unlike it they are not, the body's features jump at the first unfrozen batch, the head
-trained on the old ones no longer fits, and the first unfrozen epoch on the demo's digits fell
-from 91.4 % to 89.4 % (76 % at the course's rates) before recovering (bench/digits_batchnorm.py).
+mode normalises with each batch's statistics instead, the body's features jump at the first
+unfrozen batch, and the head trained on the old ones no longer fits them. On the dogs-and-cats
+photos an epoch with every rate at 0 lost 12 points that way (docs/recipe.md); on the demo's
+digits the first two unfrozen epochs fell from the head's 91.4 % to 89.4 and 88.6 % at five times the
+head's rate (bench/digits_batchnorm.py, variant uncarried_5x).
 
 The layer computes `w * (x - mean) / std + b`. With the data's statistics `mean'`, `std'` measured
 at that layer, `w' = w * std' / std` and `b' = b + w * (mean' - mean) / std` give the same output

@@ -32,10 +32,10 @@ __all__ = ['Learner', 'BN_TRAINS_LR_MULT']
 
 # Once the body's BatchNorm statistics train (carried to the data's at unfreeze, batch_norm.py),
 # the body has far to move on data unlike ImageNet, and a rate above the head's gets there
-# sooner. On the digits, `fastlearn demo`'s 7 unfrozen epochs, seeds 42 / 0 / 1 (head 91.4-91.6 %):
-# top rate at the head's lr ends 98.3 / 99.2 / 99.2 %, 2x 99.7 / 98.9 / 99.4 %, 3x 99.7 / 99.2 /
-# 98.9 % but dips to 91.1 % at a restart, 5x to 88.3 %; `fine_tune(3, 1e-2)` with TTA at base_lr/2
-# 93.9 / 95.3 / 95.3 %, at 2x 96.7 / 96.7 / 97.5 % (seeds 0-2; bench/README.md). `fastlearn
+# sooner. On the digits, the demo's 7 unfrozen epochs, seeds 42 / 0 / 1 (head 91.4-91.6 %): top
+# rate at the head's lr ends 98.3 / 99.2 / 99.2 %, 2x 99.7 / 98.9 / 99.4 %, 3x 99.7 / 99.2 / 98.9 %
+# but dips to 91.1 % at a restart, 5x to 88.3 %; `fine_tune(3, 1e-2)` with TTA at base_lr/2 93.9 /
+# 95.3 / 95.3 %, at 2x 96.7 / 96.7 / 97.5 % (seeds 0-2). bench/README.md has the tables. `fastlearn
 # train`/`demo` (demo.choose_unfrozen_lrs) and `fine_tune` use it.
 BN_TRAINS_LR_MULT = 2.0
 
