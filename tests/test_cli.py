@@ -321,12 +321,12 @@ def test_choose_unfrozen_lrs_with_frozen_statistics_caps_the_suggestion_at_the_h
 
 
 @pytest.mark.parametrize('suggested, top, note', [
-    (3e-3, 5e-2, "raised to 5x the head lr, 0.05, as the body's BatchNorm statistics train"),
+    (3e-3, 2e-2, "raised to 2x the head lr, 0.02, as the body's BatchNorm statistics train"),
     (7e-2, 7e-2, 'lr_find suggested 0.07'),
     (0.5, 0.1, 'capped at 0.1'),
-    (None, 5e-2, 'lr_find found no descent: 5x the head lr, 0.05'),
+    (None, 2e-2, 'lr_find found no descent: 2x the head lr, 0.02'),
 ])
-def test_choose_unfrozen_lrs_with_training_statistics_starts_at_five_times_the_head_lr(suggested, top, note):
+def test_choose_unfrozen_lrs_with_training_statistics_starts_at_twice_the_head_lr(suggested, top, note):
     lrs, said = demo.choose_unfrozen_lrs(_unfrozen_finder(suggested, bn_freeze=False), 1e-2, 3)
     np.testing.assert_allclose(lrs, [top / 9, top / 3, top])
     assert note in said and (suggested is None or f'lr_find suggested {suggested:.3g}' in said)
