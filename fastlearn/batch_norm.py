@@ -65,8 +65,8 @@ def _input_moments(model: nn.Module, norms: Sequence[_BatchNorm], batches: Itera
             for i, batch in enumerate(batches):
                 if i >= max_batches:
                     break
-                x = batch[0] if isinstance(batch, (list, tuple)) else batch
-                model(to_device(x, device, channels_last))
+                x = to_device(batch[0], device, channels_last)  # (x, y), as the fit loop takes them
+                model(*x) if isinstance(x, (list, tuple)) else model(x)
     finally:
         for h in handles:
             h.remove()
