@@ -13,6 +13,9 @@ Each line is one run of one recipe with EfficientNet-Lite0 and its offline weigh
   digits with the demo's settings (`fastlearn demo`).
 - fine_tune: `learn.fine_tune(3, 1e-2)` (one cycle on the head, then three on every group).
 
+The photos use the architecture table's BatchNorm setting (frozen statistics, a gradient clip);
+`--photos-train-stats` gives them the digits' (statistics that train, no clip).
+
 The digits are scikit-learn's, written once under --out (the same folder `fastlearn demo` writes).
 A run at sz 128 takes 2-4 minutes on 2 idle cores; 224 about three times that.
 """
@@ -33,6 +36,7 @@ from fastlearn.demo import DEMO, run_recipe, write_digits  # isort: skip
 import numpy as np  # noqa: E402
 
 DOGSCATS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
+TRAIN_STATS = {'photos': False}  # --photos-train-stats: the photos with the digits' BatchNorm setting
 
 
 def _data(path: Path, sz: int, digits: bool) -> ImageClassifierData:
@@ -45,7 +49,7 @@ def _data(path: Path, sz: int, digits: bool) -> ImageClassifierData:
 def _learner(data: ImageClassifierData, out: Path, digits: bool) -> ConvLearner:
     learn = ConvLearner.pretrained(efficientnet_lite0, data, precompute=True, quiet=True,
                                    tmp_name=str(out / 'tmp'), models_name=str(out / 'models'))
-    if digits:  # what `fastlearn demo` does for data far from ImageNet
+    if digits or TRAIN_STATS['photos']:  # what `fastlearn demo` does for data far from ImageNet
         learn.bn_freeze(DEMO['bn_freeze'])
         learn.clip = None
     return learn
@@ -86,7 +90,9 @@ def fine_tune(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[t
 
 
 def train(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tuple[str, float]]:
-    settings = {k: DEMO[k] for k in ('aug', 'lr_ratio', 'workers', 'bn_freeze')} if digits else {}
+    settings: dict = {k: DEMO[k] for k in ('aug', 'lr_ratio', 'workers', 'bn_freeze')} if digits else {}
+    if TRAIN_STATS['photos'] and not digits:
+        settings['bn_freeze'] = False
     r = run_recipe(path, 'efficientnet_lite0', out / 'train', sz=sz, quiet=True, seed=seed, **settings)
     short = {'head, precomputed': 'cache', 'head, augmented': 'augmented', 'all layers': 'unfrozen'}
     return [(f'{short[p]} {e}', a) for p, e, a in r.history] + [('kept', r.accuracy),
@@ -103,7 +109,11 @@ def main() -> None:
     ap.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     ap.add_argument('--recipes', nargs='+', default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument('--out', type=Path, default=Path('/tmp/fastlearn-recipes'))
+    ap.add_argument('--photos-train-stats', action='store_true',
+                    help="the photos too with the body's BatchNorm statistics training once unfrozen "
+                         '(carried to the data\'s at unfreeze) and no gradient clip, as the digits')
     args = ap.parse_args()
+    TRAIN_STATS['photos'] = args.photos_train_stats
     warnings.simplefilter('ignore')
     for name in args.data:
         digits = name == 'digits'
