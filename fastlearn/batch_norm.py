@@ -30,7 +30,7 @@ from .distributed import sum_over_ranks
 from .guards import BATCH_NORMS
 from .model import to_device
 
-__all__ = ['carry_to_data_stats', 'batch_norm_layers', 'CARRY_BATCHES']
+__all__ = ['carry_to_data_stats', 'batch_norm_layers', 'carry_groups', 'put_back', 'CARRY_BATCHES']
 
 # Training batches measured per carry. 16 of 32 images estimate a channel's mean and variance to a
 # few percent of its spread; a whole epoch gave the digits the same accuracies. The pass is a
@@ -94,6 +94,36 @@ def carry_to_data_stats(model: nn.Module, norms: Sequence[_BatchNorm], batches: 
             mean, var = s / n, np.maximum(ss / n - (s / n) ** 2, 0.0)  # train mode's (biased) variance
             _re_express(m, torch.from_numpy(mean), torch.from_numpy(var))
     return len(norms)
+
+
+Saved = list[tuple[_BatchNorm, dict[str, torch.Tensor]]]
+
+
+def carry_groups(learn: Any, groups: Sequence[int]) -> Saved:
+    """What `learn.unfreeze()` runs for the layer groups it makes trainable: their BatchNorm layers
+    whose statistics will train (the head's, and the body's unless `learn.bn_freeze(True)`)
+    carried to the statistics of up to `CARRY_BATCHES` training batches. Draws nothing from
+    torch's generator. Returns each carried layer with its state before, for `put_back`."""
+    last = len(learn.layer_groups) - 1
+    norms = batch_norm_layers(learn.layer_groups[i] for i in groups if i == last or not learn._bn_freeze)
+    dl = getattr(learn.data, 'trn_dl', None)
+    if not norms or dl is None or len(dl) == 0:
+        return []
+    before = [(m, {k: v.clone() for k, v in m.state_dict().items()}) for m in norms]
+    with torch.random.fork_rng(devices=[learn.device] if learn.device.type == 'cuda' else []):
+        carry_to_data_stats(learn.model, norms, dl, device=learn.device, channels_last=learn.channels_last)
+    return before
+
+
+def put_back(saved: Saved, modules: Iterable[nn.Module]) -> Saved:
+    """The layers of `saved` inside `modules` as they were before `carry_groups`; returns the rest.
+    For the course's `learn.unfreeze(); learn.bn_freeze(True)`: frozen statistics are the
+    pretrained ones, whichever of the two calls comes first."""
+    inside = {id(m) for g in modules for m in g.modules()}
+    for m, state in saved:
+        if id(m) in inside:
+            m.load_state_dict(state)
+    return [(m, s) for m, s in saved if id(m) not in inside]
 
 
 def _re_express(m: _BatchNorm, mean: torch.Tensor, var: torch.Tensor) -> None:

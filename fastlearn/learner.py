@@ -19,7 +19,7 @@ from .predicting import Predicting
 from .regression import PointPixels, ScaledPointLoss, points_size
 from .model import fit as fit_loop
 from .model import epochs_for, to_device
-from .batch_norm import batch_norm_layers, carry_to_data_stats
+from .batch_norm import Saved, carry_groups, put_back
 from .guards import BATCH_NORMS, DivergenceGuard, check_batch_norm_batches
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
@@ -98,6 +98,7 @@ class Learner(Predicting, Saving):
         self.layer_opt: LayerOptimizer | None = None
         self.sched: Recorder | None = None
         self._bn_freeze = False
+        self._before_carry: Saved = []  # what unfreeze() carried, until a fit
         self._thresholds: np.ndarray | None = None
 
     # --- layer groups ------------------------------------------------------------------------
@@ -131,22 +132,18 @@ class Learner(Predicting, Saving):
     def bn_freeze(self, b: bool) -> None:
         """Keep the body's BatchNorm layers (every layer group but the head) in eval mode, trainable
         groups included (`bn_freeze(True)`): their statistics stay the pretrained ones. The head's
-        BatchNorm layers are new and keep learning theirs."""
+        BatchNorm layers are new and keep learning theirs. The course's order, `unfreeze()` then
+        `bn_freeze(True)`, puts back the statistics that `unfreeze()` carried to the data's."""
         was, self._bn_freeze = self._bn_freeze, b
         if was and not b:
             self._carry_batch_norm([i for i, t in enumerate(self.trainable_groups()[:-1]) if t])
+        if b:
+            self._before_carry = put_back(self._before_carry, self.layer_groups[:-1])
 
     def _carry_batch_norm(self, groups: Sequence[int]) -> None:
         """The BatchNorm layers of `groups` are about to leave eval mode and normalise with each
-        batch's statistics: carry them to the training data's first, so the model computes what it
-        did (batch_norm.py says why and how)."""
-        last = len(self.layer_groups) - 1
-        norms = batch_norm_layers(self.layer_groups[i] for i in groups if i == last or not self._bn_freeze)
-        dl = getattr(self.data, 'trn_dl', None)
-        if not norms or dl is None or len(dl) == 0:
-            return
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else []):
-            carry_to_data_stats(self.model, norms, dl, device=self.device, channels_last=self.channels_last)
+        batch's statistics: carry them to the training data's first (batch_norm.py)."""
+        self._before_carry += carry_groups(self, groups)
 
     def body_bn_trains(self) -> bool:
         """Do the body's BatchNorm statistics move once it is unfrozen (no `bn_freeze(True)`)?"""
@@ -254,6 +251,7 @@ class Learner(Predicting, Saving):
              validate: bool = True, setup: tuple[nn.Module, Any, Any] | None = None,
              desc: str = 'epoch') -> list[float]:
         model, trn_dl, val_dl = setup or self._training_setup()
+        self._before_carry = []  # once it trains, the carried layers are the model's own
         with self._fit_scope(model):
             return fit_loop(model, trn_dl, val_dl if validate else None, layer_opt, self.crit,
                             n_epochs, metrics=self.metrics if metrics is None else metrics,

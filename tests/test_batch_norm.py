@@ -142,3 +142,18 @@ def test_statistics_that_start_to_train_no_longer_move_the_model(learn, carried)
         assert after == pytest.approx(before, rel=0.1)
     else:
         assert after > 3 * before
+
+
+def test_the_courses_unfreeze_then_bn_freeze_keeps_the_pretrained_statistics(learn):
+    """Lesson 1 calls `learn.unfreeze(); learn.bn_freeze(True)`: frozen statistics are ImageNet's."""
+    learn.fit(1e-2, 1)
+    state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.unfreeze()
+    learn.bn_freeze(True)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in state.items())
+    learn.fit(1e-2, 1)
+    learn.bn_freeze(False)  # carried again, from where it is now
+    learn.fit(1e-9, 1)
+    trained = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.bn_freeze(True)  # after a fit the statistics are the model's own: frozen as they are
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in trained.items())
