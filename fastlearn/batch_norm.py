@@ -28,7 +28,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .distributed import sum_over_ranks
 from .guards import BATCH_NORMS
-from .model import to_device
+from .model import forward, to_device
 
 __all__ = ['carry_to_data_stats', 'batch_norm_layers', 'carry_groups', 'put_back', 'CARRY_BATCHES']
 
@@ -50,12 +50,15 @@ def _input_moments(model: nn.Module, norms: Sequence[_BatchNorm], batches: Itera
                    device: torch.device, channels_last: bool, max_batches: int) -> list[np.ndarray]:
     """Per layer, the per-channel count, sum and sum of squares of what it receives, in float64,
     with the model in eval mode: the inputs it will see once its statistics move."""
-    sums = [torch.zeros(3, m.num_features, dtype=torch.float64) for m in norms]
+    # on the batches' device, so that no batch waits for a copy to the host
+    sums = [torch.zeros(2, m.num_features, dtype=torch.float64, device=device) for m in norms]
+    counts = [0] * len(norms)
 
     def record(i: int):
         def hook(_: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach().double().transpose(0, 1).reshape(args[0].shape[1], -1)
-            sums[i] += torch.stack([torch.full_like(x[:, 0], x.shape[1]), x.sum(1), (x * x).sum(1)]).cpu()
+            sums[i] += torch.stack([x.sum(1), (x * x).sum(1)])
+            counts[i] += x.shape[1]
         return hook
 
     handles = [m.register_forward_pre_hook(record(i)) for i, m in enumerate(norms)]
@@ -66,13 +69,14 @@ def _input_moments(model: nn.Module, norms: Sequence[_BatchNorm], batches: Itera
             for i, batch in enumerate(batches):
                 if i >= max_batches:
                     break
-                x = to_device(batch[0], device, channels_last)  # (x, y), as the fit loop takes them
-                model(*x) if isinstance(x, (list, tuple)) else model(x)
+                forward(model, to_device(batch[0], device, channels_last))  # (x, y), as fit takes them
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    pooled = sum_over_ranks(torch.cat(sums, 1).numpy())  # one collective for every layer
+    rows = [torch.cat([torch.full((1, m.num_features), float(n), dtype=torch.float64), t.cpu()])
+            for m, n, t in zip(norms, counts, sums)]
+    pooled = sum_over_ranks(torch.cat(rows, 1).numpy())  # one collective for every layer
     return np.split(pooled, np.cumsum([m.num_features for m in norms])[:-1], axis=1)
 
 

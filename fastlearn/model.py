@@ -24,7 +24,8 @@ from .distributed import (describe, gather_rows, is_main, main_only_callback, me
 from .precision import FP32, Precision
 from .progress import EpochTable, print_table_row, progress_bar
 
-__all__ = ['FitState', 'fit', 'clip_grads', 'validate', 'predict_dl', 'to_device', 'print_table_row', 'epochs_for']
+__all__ = ['FitState', 'fit', 'clip_grads', 'validate', 'predict_dl', 'to_device', 'forward', 'print_table_row',
+           'epochs_for']
 
 
 @dataclass
@@ -55,7 +56,7 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     return batch
 
 
-def _forward(model: nn.Module, x: Any) -> torch.Tensor:
+def forward(model: nn.Module, x: Any) -> torch.Tensor:
     # A batch of several inputs (a tuple) goes to the model as separate arguments.
     return model(*x) if isinstance(x, (list, tuple)) else model(x)
 
@@ -82,7 +83,7 @@ def clip_grads(opt: torch.optim.Optimizer, clip: Any) -> None:
 def _step(model: nn.Module, x: Any, y: torch.Tensor, opt: torch.optim.Optimizer, crit: Callable,
           clip: Any, precision: Precision, device: torch.device) -> float:
     with precision.autocast(device):
-        out = _forward(model, x)
+        out = forward(model, x)
         loss = crit(out, y)
     opt.zero_grad(set_to_none=True)
     precision.backward_step(loss, opt, lambda: clip_grads(opt, clip))
@@ -179,7 +180,7 @@ def validate(model: nn.Module, dl: Iterable, crit: Callable, metrics: Sequence[C
     for x, y in progress_bar(dl, _len(dl), 'validating', quiet=not (progress and is_main())):
         x, y = to_device((x, y), device, channels_last)
         with precision.autocast(device):
-            out = _forward(model, x)
+            out = forward(model, x)
         out = _full(out)
         preds = activation(out) if activation else out
         bs = len(y)
@@ -204,7 +205,7 @@ def predict_dl(model: nn.Module, dl: Iterable, *, activation: Callable | None = 
     for x, y in progress_bar(dl, _len(dl), desc or '', quiet=desc is None or not is_main()):
         x = to_device(x, device, channels_last)
         with precision.autocast(device):
-            out = _forward(model, x)
+            out = forward(model, x)
         out = _full(out)
         preds.append(to_np(activation(out) if activation else out))
         targs.append(to_np(y))

@@ -115,3 +115,18 @@ def tiny_arch(tiny_weights):
     arch = register_arch(tiny_arch_with(tiny_weights), replace=True)
     yield arch
     ARCHS.pop('tiny', None)
+
+
+@pytest.fixture
+def tiny_learner(image_folder, tiny_arch):
+    """`ConvLearner.pretrained(tiny_arch, ...)` on `image_folder` at 32 px, bs 8, on the CPU, quiet,
+    on one torch thread (these learners are small enough that a second thread only waits)."""
+    import warnings
+
+    from fastlearn.conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
+    torch.set_num_threads(1)
+    data = ImageClassifierData.from_paths(image_folder, bs=8, tfms=tfms_from_model(tiny_arch, 32),
+                                          num_workers=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)

@@ -3,7 +3,6 @@ model (batch_norm.py), on a small conv net and on the tiny architecture."""
 from __future__ import annotations
 
 import copy
-import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import torch
 from torch import nn
 
 from fastlearn.batch_norm import batch_norm_layers, carry_to_data_stats
-from fastlearn.conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
 
 
 def _net() -> nn.Sequential:
@@ -81,15 +79,9 @@ def test_an_empty_loader_is_a_clear_error():
 
 
 @pytest.fixture
-def learn(image_folder, tiny_arch):
-    torch.set_num_threads(1)
-    data = ImageClassifierData.from_paths(image_folder, bs=8, tfms=tfms_from_model(tiny_arch, 32),
-                                          num_workers=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        learn = ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)
-    learn.bn_freeze(False)
-    return learn
+def learn(tiny_learner):
+    assert not tiny_learner._bn_freeze, "the tiny architecture's statistics train once unfrozen"
+    return tiny_learner
 
 
 def test_unfreeze_keeps_the_predictions_and_repr_says_so(learn):

@@ -2,13 +2,10 @@
 through the learner (tiny architecture)."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
-import torch
 
-from fastlearn.conv_learner import ConvLearner, ImageClassifierData, tfms_from_model
 from fastlearn.one_cycle import one_cycle
 
 
@@ -30,13 +27,8 @@ def test_one_cycle_settings_are_checked():
 
 
 @pytest.fixture
-def learn(image_folder, tiny_arch):
-    torch.set_num_threads(1)
-    data = ImageClassifierData.from_paths(image_folder, bs=8, tfms=tfms_from_model(tiny_arch, 32),
-                                          num_workers=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        return ConvLearner.pretrained(tiny_arch, data, device='cpu', quiet=True)
+def learn(tiny_learner):
+    return tiny_learner
 
 
 def test_fit_one_cycle_keeps_group_ratios_and_puts_momentum_back(learn):
