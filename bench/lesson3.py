@@ -1,23 +1,26 @@
 """Lesson 3's segmentation recipe on CamVid, and a U-Net epoch against a hand-written loop.
 
-    .venv/bin/python bench/lesson3.py [--camvid ../shared/data/camvid] [--bs 8]
-                                      [--half 3 3] [--full 0 2] [--compare-repeats 2]
-                                      [--only recipe compare] [--seed 0]
-                                      [--class-weights median_frequency] [--figures docs/figures]
+    .venv/bin/python bench/lesson3.py [--camvid ../shared/data/camvid] [--bs 8] [--lr 3e-3]
+                                      [--half 6 24] [--full 0 0] [--max-zoom 2]
+                                      [--class-weights sqrt_median_frequency] [--opt adamw]
+                                      [--compare-repeats 2] [--only recipe compare] [--seed 0]
+                                      [--figures docs/figures]
 
-- recipe: `unet_learner(data, efficientnet_lite0)` at half size (180x240): `--half F U` epochs
-  of one cycle with the body frozen (max_lr 3e-2), then F..U unfrozen (slice(1e-3, 1e-2));
-  then `set_data` at full size (360x480) for `--full F U` more epochs the same way (0 0 skips
-  it). Printed after each stage: global pixel accuracy and mean IoU over the 11 classes on the
-  101 validation photos (Void ignored, from the whole set's confusion matrix), wall seconds
-  since the start; at the end the same with flip TTA, and the per-class IoU.
-- compare: one frozen U-Net epoch at half size, `learn.fit(1e-2, 1)` (quiet, validation with
+- recipe: `unet_learner(data, efficientnet_lite0, class_weights=...)` (AdamW, fastai v1's
+  defaults) trained at half size (180x240) on crops of photos zoomed by 1..`--max-zoom` (so
+  objects keep the size they have at full size), `--half F U` epochs: F of one cycle with the
+  body frozen (`--lr`), then U unfrozen at `slice(lr/40, lr/4)`; then `set_data` at full size
+  (360x480, no zoom) for `--full F U` more epochs the same way (0 0 skips it). Printed after
+  each stage: global pixel accuracy and mean IoU over the 11 classes on the 101 validation
+  photos at full size (Void ignored, from the whole set's confusion matrix), wall seconds since
+  the start; at the end the same with flip TTA, and the per-class IoU.
+- compare: one frozen U-Net epoch at half size, `learn.fit(3e-3, 1)` (quiet, validation with
   pixel accuracy and mean IoU) against a hand-written loop doing the same work: a copy of the
   same network (encoder and decoder), the encoder's parameters `requires_grad=False` and in eval
-  (frozen BatchNorm), SGD momentum 0.9 over the decoder, cross-entropy with `ignore_index=11`,
-  `loss.item()` per batch, then a validation pass computing the same loss and metrics; the same
-  loaders (`num_workers=0`, flips). Sides alternate; best and median of `--compare-repeats`.
-  Target: at most 1.05x.
+  (frozen BatchNorm), AdamW (betas 0.9/0.99, weight decay 1e-2) over the decoder, cross-entropy
+  with `ignore_index=11`, `loss.item()` per batch, then a validation pass computing the same
+  loss and metrics; the same loaders (`num_workers=0`, flips). Sides alternate; best and median
+  of `--compare-repeats`. Target: at most 1.05x.
 
 Seeds are set with `set_seed(seed)` before the learner is built. Nothing is written under
 `--camvid` (models go to a temporary folder).
@@ -35,6 +38,7 @@ from pathlib import Path
 # fastlearn first: it chooses OpenMP's wait policy, which OpenMP reads once, when torch loads.
 from fastlearn.conv_learner import (CropType, SegmentationItemList, efficientnet_lite0,  # isort: skip
                                     set_seed, tfms_from_model, unet_learner)
+from fastlearn.layer_optimizer import sgd_momentum  # isort: skip
 from fastlearn.transforms import RandomFlip  # isort: skip
 
 import numpy as np  # noqa: E402
@@ -49,13 +53,15 @@ def load() -> str:
     return f'load {os.getloadavg()[0]:.1f}'
 
 
-def camvid_data(path: Path, size: tuple[int, int], bs: int):
+def camvid_data(path: Path, size: tuple[int, int], bs: int, max_zoom: float | None = None):
+    """CamVid at `size`; with `max_zoom`, training photos are zoomed by 1..max_zoom and cropped
+    at random to `size` (validation photos are resized whole)."""
     codes = np.loadtxt(path / 'codes.txt', dtype=str)
     src = (SegmentationItemList.from_folder(path / 'images')
            .split_by_fname_file('../valid.txt')
            .label_from_func(lambda x: path / 'labels' / f'{x.stem}_P.png', classes=codes))
-    tfms = tfms_from_model(efficientnet_lite0, size, aug_tfms=[RandomFlip()],
-                           crop_type=CropType.NO)
+    crop = dict(max_zoom=max_zoom, crop_type=CropType.RANDOM) if max_zoom else dict(crop_type=CropType.NO)
+    tfms = tfms_from_model(efficientnet_lite0, size, aug_tfms=[RandomFlip()], **crop)
     return src.transform(tfms, size=size, tfm_y=True).databunch(bs=bs, num_workers=0)
 
 
@@ -66,27 +72,30 @@ def stage(learn, epochs: tuple[int, int], lr: float) -> None:
         learn.fit_one_cycle(frozen, lr)
     if unfrozen:
         learn.unfreeze()
-        learn.fit_one_cycle(unfrozen, slice(lr / 30, lr / 3))
+        learn.fit_one_cycle(unfrozen, slice(lr / 40, lr / 4))
 
 
 def recipe(args: argparse.Namespace, tmp: Path) -> None:
     set_seed(args.seed)
     t0 = time.perf_counter()
-    learn = unet_learner(camvid_data(args.camvid, HALF, args.bs), efficientnet_lite0,
+    learn = unet_learner(camvid_data(args.camvid, HALF, args.bs, args.max_zoom), efficientnet_lite0,
                          models_name=str(tmp / 'models'), tmp_name=str(tmp / 'tmp'),
-                         class_weights=args.class_weights)
-    stage(learn, args.half, 3e-2)
+                         class_weights=args.class_weights,
+                         **({'opt_fn': sgd_momentum, 'wd': 0.0} if args.opt == 'sgd' else {}))
+    full = camvid_data(args.camvid, FULL, max(args.bs // 2, 2))
+    stage(learn, args.half, args.lr)
+    trained = time.perf_counter() - t0
+    learn.set_data(full)  # the goal is at full size: evaluate there
     ev = learn.interpret()
-    print(f'half size {HALF}, {args.half[0]} frozen + {args.half[1]} unfrozen epochs: pixel '
-          f'accuracy {ev.accuracy:.4f}, mIoU {ev.miou:.4f}, {time.perf_counter() - t0:.0f} s '
+    print(f'half size {HALF}, {args.half[0]} frozen + {args.half[1]} unfrozen epochs, '
+          f'{trained:.0f} s: at {FULL} pixel accuracy {ev.accuracy:.4f}, mIoU {ev.miou:.4f} '
           f'({load()})', flush=True)
     if sum(args.full):
-        learn.set_data(camvid_data(args.camvid, FULL, max(args.bs // 2, 2)))
-        stage(learn, args.full, 1e-2)
+        stage(learn, args.full, args.lr / 2)
         ev = learn.interpret()
-        print(f'full size {FULL}, {args.full[0]} frozen + {args.full[1]} unfrozen epochs: pixel '
-              f'accuracy {ev.accuracy:.4f}, mIoU {ev.miou:.4f}, '
-              f'{time.perf_counter() - t0:.0f} s ({load()})', flush=True)
+        print(f'full size {FULL}, {args.full[0]} frozen + {args.full[1]} unfrozen epochs, '
+              f'{time.perf_counter() - t0:.0f} s: pixel accuracy {ev.accuracy:.4f}, mIoU '
+              f'{ev.miou:.4f} ({load()})', flush=True)
     ev = learn.interpret(tta=True)
     print(f'with flip TTA: pixel accuracy {ev.accuracy:.4f}, mIoU {ev.miou:.4f}, '
           f'{time.perf_counter() - t0:.0f} s in all')
@@ -133,15 +142,15 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
     model = copy.deepcopy(learn.model)
     for p in model.encoder.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-2,
-                          momentum=0.9)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3,
+                            betas=(0.9, 0.99), weight_decay=1e-2)
     times: dict[str, list[float]] = {'fastlearn': [], 'hand loop': []}
     for r in range(args.compare_repeats):
         order = ['fastlearn', 'hand loop'][::1 if r % 2 == 0 else -1]
         for side in order:
             t = time.perf_counter()
             if side == 'fastlearn':
-                vals = learn.fit(1e-2, 1)
+                vals = learn.fit(3e-3, 1)
             else:
                 vals = hand_epoch(model, opt, data.trn_dl, data.val_dl, data.void, data.c)
             times[side].append(time.perf_counter() - t)
@@ -158,16 +167,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--camvid', type=Path, default=DEFAULT_CAMVID)
     ap.add_argument('--bs', type=int, default=8)
-    ap.add_argument('--half', type=int, nargs=2, default=[3, 3], metavar=('FROZEN', 'UNFROZEN'))
-    ap.add_argument('--full', type=int, nargs=2, default=[0, 2], metavar=('FROZEN', 'UNFROZEN'))
+    ap.add_argument('--lr', type=float, default=3e-3)
+    ap.add_argument('--opt', choices=['adamw', 'sgd'], default='adamw',
+                    help="unet_learner's AdamW, or the course's SGD with momentum 0.9 (no weight decay)")
+    ap.add_argument('--half', type=int, nargs=2, default=[6, 24], metavar=('FROZEN', 'UNFROZEN'))
+    ap.add_argument('--full', type=int, nargs=2, default=[0, 0], metavar=('FROZEN', 'UNFROZEN'))
+    ap.add_argument('--max-zoom', type=float, default=2.0,
+                    help='training photos zoomed by 1..this and cropped at half size (0: resized whole)')
     ap.add_argument('--compare-repeats', type=int, default=2)
     ap.add_argument('--only', nargs='+', choices=['recipe', 'compare'], default=['recipe', 'compare'])
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--class-weights', default=None, choices=['median_frequency'],
-                    help="the loss's class weights (default: none)")
+    ap.add_argument('--class-weights', default='sqrt_median_frequency',
+                    choices=['sqrt_median_frequency', 'median_frequency', 'none'],
+                    help="the loss's class weights")
     ap.add_argument('--figures', type=Path, default=None,
                     help='write show_results of the final model here (docs/figures)')
     args = ap.parse_args()
+    args.class_weights = None if args.class_weights == 'none' else args.class_weights
     print(f'{time.strftime("%Y-%m-%d %H:%M")}, torch {torch.__version__}, {torch.get_num_threads()} '
           f'threads, OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY")}, {load()}')
     with tempfile.TemporaryDirectory() as tmp:

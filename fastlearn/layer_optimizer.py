@@ -17,9 +17,16 @@ from torch import nn
 
 from .core import listify
 
-__all__ = ['LayerOptimizer', 'lr_range', 'sgd_momentum', 'lrs_example']
+__all__ = ['LayerOptimizer', 'lr_range', 'sgd_momentum', 'lrs_example', 'describe_opt_fn']
 
 OptFn = Callable[..., torch.optim.Optimizer]
+
+
+def describe_opt_fn(opt_fn: Callable) -> str:
+    """`'AdamW(betas=(0.9, 0.99))'` for a `partial`, `'sgd_momentum()'` for a function."""
+    f, kw = getattr(opt_fn, 'func', opt_fn), getattr(opt_fn, 'keywords', {})
+    args = ', '.join(f'{k}={v}' for k, v in kw.items())
+    return f'{getattr(f, "__name__", type(f).__name__)}({args})'
 
 
 def sgd_momentum(params: Any, lr: float = 1e-3, momentum: float = 0.9, **kwargs: Any

@@ -14,7 +14,7 @@ from torch import nn
 
 from .core import listify
 from .distributed import describe, init_distributed, process_device, sync_module
-from .layer_optimizer import LayerOptimizer, lr_range, sgd_momentum
+from .layer_optimizer import LayerOptimizer, describe_opt_fn, lr_range, sgd_momentum
 from .predicting import Predicting
 from .regression import PointPixels, ScaledPointLoss, points_size
 from .model import fit as fit_loop
@@ -75,7 +75,7 @@ class Learner(Predicting, Saving):
                  metrics: Sequence[Callable] | None = None, tmp_name: str = 'tmp',
                  models_name: str = 'models', clip: float | Sequence[float | None] | None = None,
                  device: torch.device | str | None = None, channels_last: bool | None = None,
-                 quiet: bool = False) -> None:
+                 wd: float = 0.0, quiet: bool = False) -> None:
         self.data, self.layer_groups = data, list(layer_groups)
         self.device = process_device(device)  # under torchrun, this process's own GPU
         # channels-last runs convolutions 1.3-1.7x faster on CPUs and tensor cores alike.
@@ -91,7 +91,7 @@ class Learner(Predicting, Saving):
             crit = ScaledPointLoss(crit, loss.size)  # e.g. L1LossFlat(), on scaled targets too
         self.crit = crit or loss
         self.metrics = list(default_metrics if metrics is None else metrics)
-        self.opt_fn = opt_fn or sgd_momentum
+        self.opt_fn, self.wd = opt_fn or sgd_momentum, wd  # wd: for fits that pass no wds
         self.tmp_path = resolve_path(data.path, tmp_name)
         self.models_path = resolve_path(data.path, models_name)
         self.clip, self.quiet = clip, quiet
@@ -180,7 +180,7 @@ class Learner(Predicting, Saving):
     def _get_layer_opt(self, lrs: Any, wds: Any) -> LayerOptimizer:
         n = len(self.layer_groups)
         lrs = lr_range(lrs, n)
-        wds = listify(0.0 if wds is None else wds, n, 'wds', f"np.array([{', '.join(['1e-4'] * n)}])")
+        wds = listify(self.wd if wds is None else wds, n, 'wds', f"np.array([{', '.join(['1e-4'] * n)}])")
         if self.layer_opt is None:
             self.layer_opt = LayerOptimizer(self.opt_fn, self.layer_groups, lrs, wds)
         else:
@@ -389,6 +389,8 @@ class Learner(Predicting, Saving):
         lrs = ('[' + ', '.join(f'{lr:.3g}' for lr in self.layer_opt.lrs) + ']'
                if self.layer_opt else 'not set (no fit yet)')
         lines = [f'{type(self).__name__}: {len(self.layer_groups)} layer groups, lrs {lrs}',
+                 f'  optimizer {describe_opt_fn(self.opt_fn)}, weight decay {self.wd:g} unless a fit '
+                 f'passes wds',
                  f'  once unfrozen: body BatchNorm {"frozen" if self._bn_freeze else _BN_TRAINS}, '
                  f'gradient clip {_clip_text(self.clip)}']
         for i, (g, t) in enumerate(zip(self.layer_groups, self.trainable_groups())):

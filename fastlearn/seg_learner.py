@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,15 @@ from .show import show_seg_results
 from .target_data import no_target, open_mask
 from .unet import build_unet, unet_groups
 
-__all__ = ['UnetLearner', 'unet_learner']
+__all__ = ['UnetLearner', 'unet_learner', 'UNET_OPT_FN', 'UNET_WD']
+
+# fastai v1's defaults, whose lesson 3 this learner follows: its rates (3e-3 frozen, then
+# slice(lr/400, lr/4)) are Adam's. SGD at the old recipe's 3e-2 ends lower (docs/lesson3.md).
+UNET_OPT_FN = partial(torch.optim.AdamW, betas=(0.9, 0.99))
+UNET_WD = 1e-2
+
+# class_weights by name: the power of SegNet's median frequency balancing (seg_metrics)
+_BALANCING = {'median_frequency': 1.0, 'sqrt_median_frequency': 0.5}
 
 # TTA's passes after the plain one: flips of (N, C, H, W) batches, each undone on the output.
 _FLIPS = ((3,), (2,), (2, 3))
@@ -140,8 +149,9 @@ def unet_learner(data: Any, arch: Any, metrics: Sequence[Callable] | None = None
     """`learn = unet_learner(data, efficientnet_lite0)`: a U-Net for `data.c` codes on the body
     of `arch` (any architecture of the table), the body frozen (its two layer groups) and the
     decoder training. Metrics default to pixel accuracy and mean IoU, Void ignored.
-    `class_weights`: one loss weight per code, or `'median_frequency'` for SegNet's balancing
-    computed from the training masks (`seg_metrics.median_frequency`)."""
+    `class_weights`: one loss weight per code, `'median_frequency'` for SegNet's balancing
+    computed from the training masks (`seg_metrics.median_frequency`), or
+    `'sqrt_median_frequency'` for its square root (lesson 3's recipe in docs/lesson3.md)."""
     if not getattr(data, 'is_seg', False):
         raise ValueError('unet_learner needs segmentation data (masks): build it with '
                          'SegmentationItemList...label_from_func(get_y_fn, classes=codes); for '
@@ -149,17 +159,19 @@ def unet_learner(data: Any, arch: Any, metrics: Sequence[Callable] | None = None
     a = arch_for(arch)
     model = build_unet(a, data.c, pretrained=pretrained, weights=weights)
     groups = unet_groups(model, a)
+    kwargs.setdefault('opt_fn', UNET_OPT_FN)
+    kwargs.setdefault('wd', UNET_WD)
     if a.body_clip is not None:  # the table's fine-tuning settings, as ConvLearner.pretrained
         kwargs.setdefault('clip', [a.body_clip] * (len(groups) - 1) + [None])
     if metrics is None:
         metrics = [pixel_accuracy(data.void), mean_iou(data.c, data.void)]
     weights_per_code: Sequence[float] | None
     if isinstance(class_weights, str):
-        if class_weights != 'median_frequency':
-            raise ValueError(f"class_weights is one weight per code or 'median_frequency'; got "
-                             f"{class_weights!r}")
+        if class_weights not in _BALANCING:
+            raise ValueError(f"class_weights is one weight per code or one of "
+                             f"{', '.join(map(repr, _BALANCING))}; got {class_weights!r}")
         weights_per_code = list(median_frequency((open_mask(p) for p in data.trn_ds.y), data.c,
-                                                 data.void))
+                                                 data.void, power=_BALANCING[class_weights]))
     else:
         weights_per_code = class_weights
     if weights_per_code is not None:

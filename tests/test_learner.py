@@ -599,6 +599,7 @@ def test_repr_shows_groups_frozen_precompute_and_lrs(get_data, get_learner):
     learn = get_learner(get_data(), precompute=True)
     text = repr(learn)
     assert 'ConvLearner: 3 layer groups, lrs not set' in text
+    assert 'optimizer sgd_momentum(), weight decay 0 unless a fit passes wds' in text  # the course's
     assert re.search(r'group 0: frozen .*\n  group 1: frozen .*\n  group 2: trainable', text)
     assert 'arch tiny, precompute on' in text
     learn.fit(1e-2, 1)

@@ -1,5 +1,6 @@
 """examples/lesson3.ipynb runs from top to bottom on a few CamVid photos (12 train, 6 valid) at
-48x64 for one epoch per fit: every cell, every plot, and the three figures it prints."""
+48x64 for four epochs per fit (two batches each): every cell, every plot, and the three figures it
+prints."""
 from __future__ import annotations
 
 import csv
@@ -58,7 +59,7 @@ def test_lesson3_runs_on_a_few_camvid_photos(tmp_path, monkeypatch):
     if not (CAMVID / 'images').is_dir():
         pytest.skip(f'{CAMVID} is not present')
     settings = {'FASTLEARN_LESSON3_PATH': str(camvid_subset(tmp_path / 'camvid')),
-                'FASTLEARN_LESSON3_SZ': '48,64', 'FASTLEARN_LESSON3_EPOCHS': '1',
+                'FASTLEARN_LESSON3_SZ': '48,64', 'FASTLEARN_LESSON3_EPOCHS': '4',
                 'FASTLEARN_LESSON3_WORK': str(tmp_path / 'work'),
                 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
     for k, v in settings.items():
@@ -79,7 +80,8 @@ def test_lesson3_runs_on_a_few_camvid_photos(tmp_path, monkeypatch):
     px = float(re.search(r'mean distance with TTA: ([0-9.]+) px', text).group(1))
     acc, miou = map(float, re.search(r'pixel accuracy ([0-9.]+), mean IoU ([0-9.]+)', text).groups())
     print(f'lesson3.ipynb on 18 photos: F2 {f2}, {px} px, pixel accuracy {acc}, mIoU {miou}')
-    # one epoch on 12 photos: numbers in range, better than nothing (a guess of no tags scores 0)
-    assert 0.3 < f2 <= 1 and 0 < px < 300 and 0.05 < acc <= 1 and 0 < miou <= 1, (f2, px, acc, miou)
+    # 4 epochs of 2 batches: numbers in range, better than nothing (a guess of no tags scores 0,
+    # one code for every pixel about 1/11; measured 0.93, 21.6 px, 0.44, 0.11)
+    assert 0.3 < f2 <= 1 and 0 < px < 300 and 0.2 < acc <= 1 and 0 < miou <= 1, (f2, px, acc, miou)
     assert (tmp_path / 'work' / 'camvid_unet.pth').is_file()
     assert not any(run_dir.iterdir()), sorted(run_dir.iterdir())

@@ -149,7 +149,8 @@ SLOW_FLOOR_ACC, SLOW_FLOOR_MIOU = 0.84, 0.38
 @pytest.mark.slow
 def test_camvid_half_size_recipe_reaches_its_floor(tmp_path):
     """The shortened lesson-3 recipe: efficientnet_lite0's offline weights, CamVid at half size
-    (180x240), 3 frozen epochs of one cycle (3 epochs of 30-60 s on 2 cores; 11 min at load 4.5)."""
+    (180x240, photos zoomed 1..2x and cropped), square-root median frequency weights, AdamW,
+    3 frozen epochs of one cycle (3 epochs of 25-60 s on 2 cores)."""
     if not CAMVID.is_dir():
         pytest.skip(f'{CAMVID} is not present')
     from fastlearn.conv_learner import (CropType, SegmentationItemList, efficientnet_lite0,
@@ -159,17 +160,31 @@ def test_camvid_half_size_recipe_reaches_its_floor(tmp_path):
     src = (SegmentationItemList.from_folder(CAMVID / 'images')
            .split_by_fname_file('../valid.txt')
            .label_from_func(lambda x: CAMVID / 'labels' / f'{x.stem}_P.png', classes=codes))
-    tfms = tfms_from_model(efficientnet_lite0, (180, 240), aug_tfms=[RandomFlip()],
-                           crop_type=CropType.NO)
+    tfms = tfms_from_model(efficientnet_lite0, (180, 240), aug_tfms=[RandomFlip()], max_zoom=2,
+                           crop_type=CropType.RANDOM)
     data = src.transform(tfms, size=(180, 240), tfm_y=True).databunch(bs=8, num_workers=0)
     assert data.void == 11 and data.c == 12
     set_seed(0)
-    learn = unet_learner(data, efficientnet_lite0, models_name=str(tmp_path / 'models'),
-                         quiet=True)
-    learn.fit_one_cycle(3, 3e-2)
+    learn = unet_learner(data, efficientnet_lite0, class_weights='sqrt_median_frequency',
+                         models_name=str(tmp_path / 'models'), quiet=True)
+    learn.fit_one_cycle(3, 3e-3)
     ev = learn.interpret()
     print(ev)  # with -s: the figures the floors were measured from
     assert ev.accuracy >= SLOW_FLOOR_ACC and ev.miou >= SLOW_FLOOR_MIOU, ev
+
+
+def test_unet_learner_trains_with_fastai_v1s_adamw_and_says_so(tiny_arch, seg_folder, tmp_path):
+    learn = learner(tiny_arch, seg_data(seg_folder), tmp_path)
+    assert 'optimizer AdamW(betas=(0.9, 0.99)), weight decay 0.01 unless a fit passes wds' in repr(learn)
+    learn.fit_one_cycle(1, 3e-3)
+    opt = learn.layer_opt.opt
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g['weight_decay'] for g in opt.param_groups] == [0.01] * 3
+    learn.fit(1e-3, 1, wds=1e-4)  # a fit's own wds win
+    assert [g['weight_decay'] for g in opt.param_groups] == [1e-4] * 3
+    sgd = learner(tiny_arch, seg_data(seg_folder), tmp_path, opt_fn=torch.optim.SGD, wd=0.0)
+    sgd.fit(1e-2, 1)
+    assert isinstance(sgd.layer_opt.opt, torch.optim.SGD) and 'optimizer SGD(), weight decay 0 ' in repr(sgd)
 
 
 def test_class_weights_from_the_training_masks(tiny_arch, seg_folder, tmp_path):
@@ -181,6 +196,8 @@ def test_class_weights_from_the_training_masks(tiny_arch, seg_folder, tmp_path):
     np.testing.assert_allclose(learn.crit.weight.numpy(), want)
     assert want[VOID] == 0 and (want[:3] > 0).all()
     assert learner(tiny_arch, data, tmp_path).crit.weight is None
+    sqrt = learner(tiny_arch, data, tmp_path, class_weights='sqrt_median_frequency')
+    np.testing.assert_allclose(sqrt.crit.weight.numpy(), np.sqrt(want), rtol=1e-6)
     with pytest.raises(ValueError, match='one per code'):
         learner(tiny_arch, data, tmp_path, class_weights=[1.0, 2.0])
     with pytest.raises(ValueError, match='median_frequency'):
