@@ -68,6 +68,9 @@ class Learner(Predicting, Saving):
         learn.fit(1e-2, 3, cycle_len=1)
         learn.unfreeze()
         learn.fit(np.array([1e-4, 1e-3, 1e-2]), 3, cycle_len=1, cycle_mult=2)
+
+    `opt_fn` builds the optimizer (the course's SGD with momentum 0.9 unless given); `wd` is the
+    weight decay of every fit that passes no `wds`. `repr(learn)` shows both.
     """
 
     def __init__(self, data: Any, model: nn.Module, layer_groups: Sequence[nn.Module], *,

@@ -5,15 +5,16 @@
            .split_by_fname_file('../valid.txt')
            .label_from_func(get_y_fn, classes=codes))
     data = src.transform(tfms, size=(180, 240), tfm_y=True).databunch(bs=8)
-    learn = unet_learner(data, efficientnet_lite0)     # body frozen, as in the course
-    learn.fit_one_cycle(4, 1e-2)
-    learn.unfreeze(); learn.fit_one_cycle(4, slice(1e-4, 1e-3))
-    learn.set_data(src.transform(tfms, size=(360, 480), tfm_y=True).databunch(bs=4))
+    learn = unet_learner(data, efficientnet_lite0, class_weights='sqrt_median_frequency')
+    learn.fit_one_cycle(6, 3e-3)                       # body frozen, as in the course
+    learn.unfreeze(); learn.fit_one_cycle(24, slice(3e-3 / 40, 3e-3 / 4))
+    learn.set_data(get_data((360, 480), 4))            # full size (docs/lesson3.md's get_data)
     ev = learn.interpret(tta=True); ev.accuracy, ev.miou, ev.iou
     learn.show_results(rows=3)
 
 Loss and metrics come from the data's codes: cross-entropy over pixels with Void ignored,
-pixel accuracy without Void and the batch mean IoU (`seg_metrics`).
+pixel accuracy without Void and the batch mean IoU (`seg_metrics`). It trains with AdamW, as
+fastai v1's learners (lesson 3's rates are Adam's); docs/lesson3.md has the whole recipe.
 """
 from __future__ import annotations
 

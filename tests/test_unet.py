@@ -142,8 +142,8 @@ def test_unet_learner_wants_masks(tiny_arch, image_folder):
 
 CAMVID = __import__('pathlib').Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'camvid'
 # Floors for the shortened recipe below, under what it measured with seed 0 (pixel accuracy
-# 0.869 and 0.870, mIoU 0.415 and 0.417 in two runs; with 2 epochs instead of 3: 0.800, 0.329).
-SLOW_FLOOR_ACC, SLOW_FLOOR_MIOU = 0.84, 0.38
+# 0.859, mIoU 0.411 at 180x240; the whole recipe's 30 epochs reach 0.91 and 0.64 at full size).
+SLOW_FLOOR_ACC, SLOW_FLOOR_MIOU = 0.83, 0.37
 
 
 @pytest.mark.slow
