@@ -1,7 +1,7 @@
 """Lesson 3's segmentation recipe on CamVid, and a U-Net epoch against a hand-written loop.
 
     .venv/bin/python bench/lesson3.py [--camvid ../shared/data/camvid] [--bs 8] [--lr 3e-3]
-                                      [--half 6 24] [--full 0 0] [--max-zoom 2]
+                                      [--half 6 24] [--full 0 2] [--max-zoom 2]
                                       [--class-weights sqrt_median_frequency] [--opt adamw]
                                       [--compare-repeats 2] [--only recipe compare] [--seed 0]
                                       [--figures docs/figures]
@@ -10,7 +10,8 @@
   defaults) trained at half size (180x240) on crops of photos zoomed by 1..`--max-zoom` (so
   objects keep the size they have at full size), `--half F U` epochs: F of one cycle with the
   body frozen (`--lr`), then U unfrozen at `slice(lr/40, lr/4)`; then `set_data` at full size
-  (360x480, no zoom) for `--full F U` more epochs the same way (0 0 skips it). Printed after
+  (360x480, no zoom) for `--full F U` more epochs the same way at half the rates (0 0 skips
+  it). Printed after
   each stage: global pixel accuracy and mean IoU over the 11 classes on the 101 validation
   photos at full size (Void ignored, from the whole set's confusion matrix), wall seconds since
   the start; at the end the same with flip TTA, and the per-class IoU.
@@ -171,7 +172,7 @@ def main() -> None:
     ap.add_argument('--opt', choices=['adamw', 'sgd'], default='adamw',
                     help="unet_learner's AdamW, or the course's SGD with momentum 0.9 (no weight decay)")
     ap.add_argument('--half', type=int, nargs=2, default=[6, 24], metavar=('FROZEN', 'UNFROZEN'))
-    ap.add_argument('--full', type=int, nargs=2, default=[0, 0], metavar=('FROZEN', 'UNFROZEN'))
+    ap.add_argument('--full', type=int, nargs=2, default=[0, 2], metavar=('FROZEN', 'UNFROZEN'))
     ap.add_argument('--max-zoom', type=float, default=2.0,
                     help='training photos zoomed by 1..this and cropped at half size (0: resized whole)')
     ap.add_argument('--compare-repeats', type=int, default=2)

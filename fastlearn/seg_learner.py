@@ -9,6 +9,7 @@
     learn.fit_one_cycle(6, 3e-3)                       # body frozen, as in the course
     learn.unfreeze(); learn.fit_one_cycle(24, slice(3e-3 / 40, 3e-3 / 4))
     learn.set_data(get_data((360, 480), 4))            # full size (docs/lesson3.md's get_data)
+    learn.fit_one_cycle(2, slice(3e-3 / 80, 3e-3 / 8))
     ev = learn.interpret(tta=True); ev.accuracy, ev.miou, ev.iou
     learn.show_results(rows=3)
 
