@@ -11,9 +11,8 @@
   objects keep the size they have at full size), `--half F U` epochs: F of one cycle with the
   body frozen (`--lr`), then U unfrozen at `slice(lr/40, lr/4)`; then `set_data` at full size
   (360x480, no zoom) for `--full F U` more epochs the same way at half the rates (0 0 skips
-  it). Printed after
-  each stage: global pixel accuracy and mean IoU over the 11 classes on the 101 validation
-  photos at full size (Void ignored, from the whole set's confusion matrix), wall seconds since
+  it). Printed after each stage: global pixel accuracy and mean IoU over the 11 classes on the
+  101 validation photos at full size (Void ignored, from the whole set's confusion matrix), wall seconds since
   the start; at the end the same with flip TTA, and the per-class IoU.
 - compare: one frozen U-Net epoch at half size, `learn.fit(3e-3, 1)` (quiet, validation with
   pixel accuracy and mean IoU) against a hand-written loop doing the same work: a copy of the
@@ -40,6 +39,7 @@ from pathlib import Path
 from fastlearn.conv_learner import (CropType, SegmentationItemList, efficientnet_lite0,  # isort: skip
                                     set_seed, tfms_from_model, unet_learner)
 from fastlearn.layer_optimizer import sgd_momentum  # isort: skip
+from fastlearn.seg_learner import UNET_OPT_FN, UNET_WD  # isort: skip
 from fastlearn.transforms import RandomFlip  # isort: skip
 
 import numpy as np  # noqa: E402
@@ -143,8 +143,8 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
     model = copy.deepcopy(learn.model)
     for p in model.encoder.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3,
-                            betas=(0.9, 0.99), weight_decay=1e-2)
+    opt = UNET_OPT_FN([p for p in model.parameters() if p.requires_grad], lr=3e-3,
+                      weight_decay=UNET_WD)  # the learner's own optimizer, built by hand
     times: dict[str, list[float]] = {'fastlearn': [], 'hand loop': []}
     for r in range(args.compare_repeats):
         order = ['fastlearn', 'hand loop'][::1 if r % 2 == 0 else -1]
