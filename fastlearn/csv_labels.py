@@ -1,7 +1,7 @@
 """Reading the labels of a CSV (`ImageClassifierData.from_csv`, `label_from_csv`): the rows with
 their line numbers, the labels as classes, tags (n-hot) or numbers, and the checks of a split, each
 error naming the CSV, the line and the fix. Pure text and arrays: the files themselves are
-`images.py`'s concern.
+`sources.py`'s concern.
 
     rows = parse_csv_labels(Path('labels.csv'))          # [(line, file id, [labels]), ...]
     y, classes = csv_labels(rows, Path('labels.csv'), continuous=False)

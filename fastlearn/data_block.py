@@ -39,7 +39,7 @@ import numpy as np
 
 from .dataset import FilesDataset, ImageClassifierData, get_cv_idxs
 from .csv_labels import csv_labels, parse_csv_labels
-from .images import csv_files, is_ignored, list_images, scan_test_folder, screen_files
+from .sources import csv_files, is_ignored, list_images, scan_test_folder, screen_files
 from .target_data import SegmentationDataset, UnlabelledDataset, label_kind, retarget
 from .transforms import TfmType
 

@@ -5,8 +5,8 @@ loaders.
     data = ImageClassifierData.from_paths(PATH, tfms=tfms)
     x, y = next(iter(data.val_dl))
 
-File reading and checking live in `images.py`, the Dataset classes (files, arrays) in
-`image_datasets.py`.
+Opening and checking a file lives in `images.py`, finding a data set's files in `sources.py`,
+the Dataset classes (files, arrays) in `image_datasets.py`.
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .core import default_num_workers, num_cpus
 from .csv_labels import csv_check_split, csv_labels, csv_val_idxs, parse_csv_labels
-from .images import (BadImageError, csv_files, folder_source, layout_hint, open_image, resize_dest,
-                     resize_one, scan_test_folder, screen_files)
+from .images import BadImageError, open_image
+from .resize import resize_dest, resize_one
+from .sources import csv_files, folder_source, layout_hint, scan_test_folder, screen_files
 from .image_datasets import (ArraysDataset, FilesDataset, FilesIndexArrayDataset, LabelledDataset,
                              infer_c)
 from .show import show_batch

@@ -1,10 +1,9 @@
-"""Reading and scanning image files for `dataset.py`: `open_image`, cheap up-front checks of a
-folder's files and the bad-file policy, folder scanning, the files a CSV names, and the per-file step of
-`data.resize`."""
+"""One image file: `open_image` (upright RGB, bounded in pixels), cheap up-front checks of a file,
+decoding checks and the bad-file policy. Finding a data set's files is `sources.py`; resized copies
+are `resize.py`."""
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -12,11 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from .core import atomic_write, num_cpus
-
-# dataset.py also imports the scanning helpers below by name; these are the user-facing ones.
 __all__ = ['open_image', 'BadImageError', 'TooLargeImageError', 'MAX_PIXELS', 'IMAGE_EXTENSIONS',
-           'check_image_file', 'folder_source', 'resize_file']
+           'check_image_file']
 
 # Formats are Pillow's: what it can open, less stubs (formats it names but cannot decode
 # without a plugin of the user's), video (MPEG) and documents that need Ghostscript (EPS, PS).
@@ -39,8 +35,6 @@ _ACCEPTS = tuple(accept for fmt in sorted(_FORMATS, key=lambda f: f not in ('JPE
                  if (accept := Image.OPEN[fmt][1]) is not None)
 _NO_SIGNATURE = frozenset(ext for ext, fmt in Image.registered_extensions().items()
                           if fmt in _FORMATS and Image.OPEN[fmt][1] is None)
-# Names that operating systems and tools leave beside the data; never data themselves.
-_IGNORED_NAMES = frozenset({'__MACOSX', 'Thumbs.db', 'desktop.ini', '__pycache__'})
 _ALPHA_MODES = frozenset({'RGBA', 'RGBa', 'LA', 'La', 'PA'})
 _BAD_FILE_POLICIES = ('skip', 'raise')
 _EXIF_ORIENTATION = 0x0112
@@ -158,11 +152,6 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), 'L')
 
 
-def is_ignored(name: str) -> bool:
-    """Hidden files and folders (`.DS_Store`, `.ipynb_checkpoints`, ...) and OS clutter."""
-    return name.startswith('.') or name in _IGNORED_NAMES
-
-
 def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | None:
     """Why `path` cannot be an image, or None. Cheap: the extension, the size, the first bytes.
     A truncated or corrupt image body is only found by decoding (`check_decodes`)."""
@@ -182,31 +171,6 @@ def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | 
         except Exception:  # UnidentifiedImageError, or a header Pillow cannot parse
             pass
     return 'not an image (unrecognised file header)'
-
-
-def list_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """Image file names directly inside `folder` (sorted), and `(name, reason)` for files that
-    fail `check_image_file`, cannot be read, or are broken or looping symbolic links. Ignored
-    names and sub-folders are left out silently."""
-    good, bad = [], []
-    with os.scandir(folder) as it:
-        for e in it:
-            if is_ignored(e.name):
-                continue
-            try:
-                if not e.is_file():
-                    if e.is_symlink() and not e.is_dir():
-                        bad.append((e.name, 'broken symbolic link: its target does not exist'))
-                    continue
-                why = check_image_file(e.path, e.stat().st_size)
-            except OSError as err:  # a symlink loop (ELOOP), an unreadable file (EACCES), ...
-                bad.append((e.name, f'cannot be read: {err.strerror or err}'))
-                continue
-            if why:
-                bad.append((e.name, why))
-            else:
-                good.append(e.name)
-    return sorted(good), sorted(bad)
 
 
 def _decode_problem(path: Path) -> str | None:
@@ -243,162 +207,3 @@ def apply_bad_file_policy(bad: Iterable[tuple[str, str]], on_bad_file: str, wher
     warnings.warn(f"skipped {len(bad)} file(s) under {where} that are not usable images: "
                   f"{listing}{more} (on_bad_file='raise' makes this an error)", stacklevel=4)
 
-
-def resize_file(src: Path, dst: Path, targ_sz: int) -> str:
-    """Write `dst`, a copy of `src` whose shorter side is `targ_sz` (bilinear, upright, RGB);
-    an image already that small is copied byte for byte. Returns 'skipped' when `dst` exists and
-    is at least as new as `src`, else 'resized' or 'copied'. Written via a temporary file and
-    `os.replace`, so an interrupted run never leaves a partial `dst`."""
-    if src == dst:
-        return 'skipped'
-    if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
-        return 'skipped'
-    try:
-        with Image.open(src) as probe:
-            small, fmt = min(probe.size) <= targ_sz, probe.format
-    except Exception as e:
-        raise BadImageError(f"cannot decode image {os.fspath(src)!r} "
-                            f"({type(e).__name__}: {e})") from e
-    if small:
-        with open(src, 'rb') as fsrc, atomic_write(dst) as fdst:
-            shutil.copyfileobj(fsrc, fdst)
-        return 'copied'
-    im = open_image(src, draft_size=targ_sz)
-    w, h = im.size
-    scale = targ_sz / min(w, h)
-    new = (max(targ_sz, round(w * scale)), max(targ_sz, round(h * scale)))
-    im = im.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    save_fmt = Image.registered_extensions().get(dst.suffix.lower(), fmt or 'PNG')
-    with atomic_write(dst) as f:
-        im.save(f, format=save_fmt, **({'quality': 90} if save_fmt == 'JPEG' else {}))
-    return 'resized'
-
-
-def screen_files(path: Path, bad: list[tuple[str, str]], names: list[str], on_bad_file: str,
-            check_images: bool) -> set[str]:
-    """Apply the bad-file policy once for a whole data set (decoding every file first when
-    `check_images`); the names to leave out."""
-    if check_images:
-        bad = bad + check_decodes(path, names, num_cpus())
-    apply_bad_file_policy(bad, on_bad_file, str(path))
-    return {f for f, _ in bad}
-
-
-def layout_hint(path: Path, trn: str, val: str) -> str:
-    return (f"from_paths expects one folder per class: {path / trn}/<class>/<image> and "
-            f"{path / val}/<class>/<image> (and optionally a flat {path}/<test_name>/<image>)")
-
-
-def _is_dir(e: os.DirEntry) -> bool:
-    try:
-        return e.is_dir()
-    except OSError:  # a symlink loop is no folder; a file-level entry, not a class
-        return False
-
-
-def _class_dirs(folder: Path) -> list[str]:
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if _is_dir(e) and not is_ignored(e.name))
-
-
-def folder_source(path: Path, folder: str, classes: Sequence[str] | None = None
-                  ) -> tuple[list[str], np.ndarray, list[str], list[tuple[str, str]], list[str]]:
-    """Scan `path/folder/<class>/*`: `(fnames, y, classes, bad, empty)` with fnames relative to
-    `path`, y class indices, classes sorted (or the given index, which must cover every
-    sub-folder), bad `(fname, reason)` for unusable files, empty the classes with no image."""
-    root = path / folder
-    found = _class_dirs(root)
-    classes = list(found if classes is None else classes)
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise ValueError(f"{root} has class folder(s) {unknown} that the training set "
-                         f"({classes}) lacks; add them to the training folder or remove them")
-    fnames, ys, bad, empty = [], [], [], []
-    for cls in found:
-        good, bad_here = list_images(root / cls)
-        fnames += [f'{folder}/{cls}/{n}' for n in good]
-        ys += [classes.index(cls)] * len(good)
-        bad += [(f'{folder}/{cls}/{n}', why) for n, why in bad_here]
-        if not good:
-            empty.append(f'{folder}/{cls}')
-    return fnames, np.array(ys, dtype=np.int64), classes, bad, empty
-
-
-def scan_test_folder(path: Path, test_name: str, classes: list[str], with_labels: bool
-                     ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """`(fnames, y, bad)` for a flat test folder (labels 0) or, `with_labels`, one folder per
-    class indexed by `classes`."""
-    root = path / test_name
-    if not root.is_dir():
-        raise FileNotFoundError(f"test folder {root} not found; pass test_name= the name of a "
-                                f"folder inside {path}, or test_name=None")
-    if with_labels:
-        fnames, y, _, bad, _ = folder_source(path, test_name, classes)
-        return fnames, y, bad
-    good, bad = list_images(root)
-    if not good and _class_dirs(root):
-        raise ValueError(f"test folder {root} holds sub-folders but no images; if it has one "
-                         "folder per class pass test_with_labels=True")
-    return [f'{test_name}/{n}' for n in good], np.zeros(len(good), np.int64), \
-        [(f'{test_name}/{n}', why) for n, why in bad]
-
-
-def csv_files(path: Path, folder: str, rows: list, suffix: str, csv_path: Path
-              ) -> tuple[list[str], list[tuple[str, str]]]:
-    """Relative file names for the CSV's rows, and the unusable ones; a missing file is an error."""
-    fnames, bad = [], []
-    top = os.path.normpath(folder)
-    for line, fid, _ in rows:
-        fname = f'{folder}/{fid}{suffix}'
-        rel = os.path.relpath(os.path.normpath(fname), top)  # lexical: symlinked files still work
-        if os.path.isabs(fid) or rel in ('.', '..') or rel.startswith('..' + os.sep):
-            raise ValueError(f"{csv_path}, line {line}: file id {fid!r} points outside "
-                             f"{path / folder}; ids name files inside that folder (e.g. "
-                             f"'cat.1' or 'sub/cat.1'): fix the id or the `folder` argument")
-        try:
-            size = os.stat(path / fname).st_size
-        except FileNotFoundError:
-            if os.path.islink(path / fname):
-                bad.append((fname, 'broken symbolic link: its target does not exist'))
-                fnames.append(fname)
-                continue
-            near = sorted(p.name for p in (path / folder).glob(f'{Path(fid).name}.*'))[:3]
-            hint = f"; files with that id exist: {near}, so pass suffix='{Path(near[0]).suffix}'" \
-                if near and not suffix else "; check `folder` and `suffix`, or remove the row"
-            raise FileNotFoundError(f"{csv_path}, line {line}: file {path / fname} does not "
-                                    f"exist{hint}") from None
-        except OSError as err:  # a symlink loop, an unreadable folder
-            bad.append((fname, f'cannot be read: {err.strerror or err}'))
-            fnames.append(fname)
-            continue
-        why = check_image_file(path / fname, size)
-        if why:
-            bad.append((fname, why))
-        fnames.append(fname)
-    return fnames, bad
-
-
-def resize_dest(path: Path, new_path: str | os.PathLike, targ_sz: int) -> Path:
-    """`path/new_path/targ_sz` (or `new_path/targ_sz` when absolute), created and proven
-    writable."""
-    base = Path(new_path)
-    dest = (base if base.is_absolute() else path / base) / str(targ_sz)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        probe = dest / f'.write-test-{os.getpid()}'
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise type(e)(f"cannot write resized copies under {dest} ({e.strerror or e}); if {path} is "
-                      f"read-only, pass an absolute new_path in a folder you can write, e.g. "
-                      f"data.resize({targ_sz}, '/tmp/{path.name}')") from e
-    return dest
-
-
-def resize_one(job: tuple[Path, Path, int]) -> str | None:
-    """The error of resizing one file, as text, or None."""
-    try:
-        resize_file(*job)
-    except Exception as e:
-        return f'{type(e).__name__}: {e}'
-    return None

@@ -29,7 +29,7 @@ from torch import nn
 from .conv_learner import ConvLearner
 from .dataset import FilesDataset, ImageClassifierData
 from .export import Predictor, load_learner
-from .images import list_images
+from .sources import list_images
 from .metrics import accuracy
 
 __all__ = ['MistakesReport', 'fine_tune_on_mistakes', 'corrected_items', 'learner_from_export']

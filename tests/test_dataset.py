@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import make_image_folder, noise_image
 from fastlearn.dataset import (ArraysDataset, BadImageError, FilesDataset, ImageClassifierData,
                                get_cv_idxs, open_image)
-from fastlearn.images import resize_file
+from fastlearn.resize import resize_file
 
 
 # ---------------------------------------------------------------- helpers
