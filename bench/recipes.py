@@ -11,7 +11,8 @@ Each line is one run of one recipe with EfficientNet-Lite0 and its offline weigh
   `fit(np.array([1e-4, 1e-3, 1e-2]), 2, cycle_len=1, cycle_mult=2)`; `TTA()`.
 - train: `fastlearn train` with its defaults (`run_recipe`, which keeps the best epoch); on the
   digits with the demo's settings (`fastlearn demo`).
-- fine_tune: `learn.fine_tune(3, 1e-2)` (one cycle on the head, then three on every group).
+- fine_tune: `learn.fine_tune(3, 1e-2)` (one cycle on the head, then three on every group; the best
+  epoch of both kept).
 
 The photos use the architecture table's BatchNorm setting (frozen statistics, a gradient clip);
 `--photos-train-stats` gives them the digits' (statistics that train, no clip).
@@ -84,9 +85,9 @@ def fine_tune(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[t
     class Epochs:
         def on_epoch_end(self, state, metrics):
             accs.append(metrics[1])
-    learn.fine_tune(3, 1e-2, callbacks=[Epochs()])
+    kept = learn.fine_tune(3, 1e-2, callbacks=[Epochs()])[1]
     return [('head', accs[0])] + [(f'unfrozen {i}', a) for i, a in enumerate(accs[1:])] + \
-        [('TTA', _tta(learn))]
+        [('kept', kept), ('TTA', _tta(learn))]
 
 
 def train(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tuple[str, float]]:

@@ -20,7 +20,7 @@ from .regression import PointPixels, ScaledPointLoss, points_size
 from .model import fit as fit_loop
 from .model import epochs_for, to_device
 from .batch_norm import Saved, carry_groups, put_back
-from .guards import BATCH_NORMS, DivergenceGuard, check_batch_norm_batches
+from .guards import BATCH_NORMS, DivergenceGuard, KeepBest, check_batch_norm_batches
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
 from .saving import Saving, resolve_path
@@ -51,6 +51,11 @@ def _clr_beta(args: Sequence[float]) -> OneCycle:
     div, pct = float(args[0]), float(args[1])
     moms = (args[2], args[3], args[2]) if len(args) == 4 else None
     return OneCycle(pct_start=(1 - pct / 100) / 2, div=div, final_div=100, moms=moms)
+
+
+def _metrics_text(values: Sequence[float], metrics: Sequence[Callable]) -> str:
+    names = ['val_loss'] + [getattr(f, '__name__', 'metric') for f in metrics]
+    return ', '.join(f'{n} {v:.4f}' for n, v in zip(names, values))
 
 
 def _clip_text(clip: Any) -> str:
@@ -291,7 +296,7 @@ class Learner(Predicting, Saving):
 
     def fine_tune(self, epochs: int, base_lr: float = 1e-2, freeze_epochs: int = 1, *,
                   lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0,
-                  **kwargs: Any) -> list[float]:
+                  keep_best: bool = True, **kwargs: Any) -> list[float]:
         """fastai 2's `fine_tune`: one cycle of `freeze_epochs` on the head at `base_lr`, then
         `unfreeze()` and one cycle of `epochs` at `slice(top/lr_mult, top)`, `top = base_lr/2`.
         While the body's BatchNorm statistics train (`bn_freeze(False)`, the default outside the
@@ -300,18 +305,35 @@ class Learner(Predicting, Saving):
         (bench/README.md has the figures, docs/sgdr.md the reason).
 
             learn.fine_tune(3)            # 1 head epoch, then 3 on every layer group
+
+        With `keep_best` (the default; fastai 2 keeps the last epoch) the model ends at the best
+        validation epoch of both cycles, as `fastlearn train` does, and the fit says when that was
+        not the last; the metrics returned are that epoch's.
         """
+        best = KeepBest() if keep_best else None
+        given = list(kwargs.pop('callbacks', None) or [])
+        say = not (kwargs.get('quiet') or self.quiet)
         self.freeze()
-        self.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99, **kwargs)
+        self.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99,
+                           callbacks=given + ([best.phase('head')] if best else []), **kwargs)
         self.unfreeze()
         top = base_lr / 2
         if self.body_bn_trains():
             top = BN_TRAINS_LR_MULT * base_lr
-            if not (kwargs.get('quiet') or self.quiet):
+            if say:
                 print(f"fine_tune: the body's BatchNorm statistics train, so the unfrozen cycle "
                       f'peaks at {BN_TRAINS_LR_MULT:g}x base_lr, {top:.3g} (not base_lr/2)')
-        return self.fit_one_cycle(epochs, slice(top / lr_mult, top), pct_start=pct_start, div=div,
+        last = self.fit_one_cycle(epochs, slice(top / lr_mult, top), pct_start=pct_start, div=div,
+                                  callbacks=given + ([best.phase('all layers')] if best else []),
                                   **kwargs)
+        if best is None or not best.restore(self):
+            return last
+        if say:
+            metrics = kwargs.get('metrics') or self.metrics
+            print(f'fine_tune: kept the best epoch ({best.where[0]} cycle, epoch {best.where[1]}: '
+                  f'{_metrics_text(best.metrics, metrics)}); the last was worse '
+                  f'({_metrics_text(last, metrics)})')
+        return list(best.metrics)
 
     def lr_find2(self, start_lr: Any = 1e-5, end_lr: float = 10, num_it: int = 100, wds: Any = None,
                  linear: bool = False, stop_dy: bool = True) -> Recorder:

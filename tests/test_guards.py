@@ -204,3 +204,48 @@ def test_keep_best_restores_the_best_epoch_across_fits(tiny_arch, data):
     if kept is not None:
         assert all(torch.equal(kept[k], v) for k, v in learn.model.state_dict().items())
     assert repr(best) == f"KeepBest(('head', {best.where[1]}), {best.metrics})"
+
+
+class _Epochs:
+    """Every epoch's validation metrics, over several fits."""
+    def __init__(self):
+        self.metrics = []
+
+    def on_epoch_end(self, state, metrics):
+        self.metrics.append([float(m) for m in metrics])
+
+
+def test_fine_tune_ends_at_its_best_epoch_when_the_unfrozen_cycle_ruins_the_body(tiny_weights, tmp_path,
+                                                                                 capsys):
+    """`fine_tune` keeps the best validation epoch of both cycles: here the unclipped
+    TensorFlow-scaled body collapses in the unfrozen cycle (every group at base_lr/2) and the
+    head's best epoch comes back, with its metrics; `keep_best=False` (fastai 2's) ends at the
+    collapse."""
+    from conftest import make_image_folder
+
+    from fastlearn.metrics import accuracy
+    root = make_image_folder(tmp_path / 'imgs', n_train=16, n_valid=8)
+    tf_like = _tensorflow_scaled(tiny_weights, tmp_path)
+    ends = {}
+    for keep_best in (True, False):
+        torch.manual_seed(0)
+        np.random.seed(0)
+        data = ImageClassifierData.from_paths(root, bs=8, tfms=tfms_from_model(tf_like, 32), num_workers=0)
+        learn = _learner(tf_like, data)
+        learn.quiet = False
+        seen = _Epochs()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', TrainingDiverged)
+            returned = learn.fine_tune(1, 1e-2, freeze_epochs=3, lr_mult=1, keep_best=keep_best,
+                                       callbacks=[seen])
+        ends[keep_best] = returned, accuracy(np.exp(learn.predict()), data.val_y), seen.metrics
+    (kept, kept_acc, epochs), (last, last_acc, same_epochs) = ends[True], ends[False]
+    assert epochs == same_epochs, 'keeping the best does not change the training'
+    head, ruined = epochs[2], epochs[3]
+    assert head[1] == 1.0 and ruined[0] > 3 * head[0] and ruined[1] <= 0.5, epochs
+    assert kept == pytest.approx(head) and kept_acc == 1.0
+    assert last == pytest.approx(ruined) and last_acc == ruined[1]
+    out = capsys.readouterr().out
+    assert (f'fine_tune: kept the best epoch (head cycle, epoch 2: val_loss {head[0]:.4f}, accuracy '
+            f'1.0000); the last was worse (val_loss {ruined[0]:.4f}') in out
+    assert out.count('kept the best epoch') == 1
