@@ -1,6 +1,7 @@
-"""`Learner`: a model cut into layer groups, plus fit, fit_one_cycle, fine_tune, lr_find,
-freeze/unfreeze, save/load and set_data; predict and TTA come from `predicting.Predicting`, the
-loss, activation and metrics for the data from `tasks`."""
+"""`Learner`: a model cut into layer groups, plus fit, lr_find, freeze/unfreeze and set_data;
+fit_one_cycle and fine_tune come from `fine_tuning.FineTuning`, predict and TTA from
+`predicting.Predicting`, save/load from `saving.Saving`, the loss, activation and metrics for the
+data from `tasks`."""
 from __future__ import annotations
 
 import contextlib
@@ -15,12 +16,13 @@ from torch import nn
 from .core import listify
 from .distributed import describe, init_distributed, process_device, sync_module
 from .layer_optimizer import LayerOptimizer, describe_opt_fn, lr_range, sgd_momentum
+from .fine_tuning import BN_TRAINS_LR_MULT, FineTuning
 from .predicting import Predicting
 from .regression import PointPixels, ScaledPointLoss, points_size
 from .model import fit as fit_loop
 from .model import epochs_for, to_device
 from .batch_norm import Saved, carry_groups, put_back
-from .guards import BATCH_NORMS, DivergenceGuard, KeepBest, check_batch_norm_batches
+from .guards import BATCH_NORMS, DivergenceGuard, check_batch_norm_batches
 from .one_cycle import OneCycle
 from .precision import FP32, mixed_precision
 from .saving import Saving, resolve_path
@@ -29,15 +31,6 @@ from .summary import ModelSummary, model_summary
 from .tasks import task_defaults, task_kind
 
 __all__ = ['Learner', 'BN_TRAINS_LR_MULT']
-
-# Once the body's BatchNorm statistics train (carried to the data's at unfreeze, batch_norm.py),
-# the body has far to move on data unlike ImageNet, and a rate above the head's gets there
-# sooner. On the digits, the demo's 7 unfrozen epochs, seeds 42 / 0 / 1 (head 91.4-91.6 %): top
-# rate at the head's lr ends 98.3 / 99.2 / 99.2 %, 2x 99.7 / 98.9 / 99.4 %, 3x 99.7 / 99.2 / 98.9 %
-# but dips to 91.1 % at a restart, 5x to 88.3 %; `fine_tune(3, 1e-2)` with TTA at base_lr/2 93.9 /
-# 95.3 / 95.3 %, at 2x 96.7 / 96.7 / 97.5 % (seeds 0-2). bench/README.md has the tables. `fastlearn
-# train`/`demo` (demo.choose_unfrozen_lrs) and `fine_tune` use it.
-BN_TRAINS_LR_MULT = 2.0
 
 _BN_TRAINS = "trains, carried to the data's statistics as its group unfreezes"
 
@@ -53,11 +46,6 @@ def _clr_beta(args: Sequence[float]) -> OneCycle:
     return OneCycle(pct_start=(1 - pct / 100) / 2, div=div, final_div=100, moms=moms)
 
 
-def _metrics_text(values: Sequence[float], metrics: Sequence[Callable]) -> str:
-    names = ['val_loss'] + [getattr(f, '__name__', 'metric') for f in metrics]
-    return ', '.join(f'{n} {v:.4f}' for n, v in zip(names, values))
-
-
 def _clip_text(clip: Any) -> str:
     if clip is None:
         return 'none'
@@ -66,7 +54,7 @@ def _clip_text(clip: Any) -> str:
     return 'per group [' + ', '.join('none' if c is None else f'{c:g}' for c in clip) + ']'
 
 
-class Learner(Predicting, Saving):
+class Learner(FineTuning, Predicting, Saving):
     """A model, its data and its layer groups (earliest → head), ready to train.
 
         learn = ConvLearner.pretrained(resnet34, data)
@@ -268,72 +256,6 @@ class Learner(Predicting, Saving):
                             device=self.device, channels_last=self.channels_last, clip=self.clip,
                             quiet=self.quiet if quiet is None else quiet,
                             progress=model is self.model, desc=desc, precision=self.precision)
-
-    def fit_one_cycle(self, n_epochs: int, max_lr: Any = 1e-2, wds: Any = None, *,
-                      pct_start: float = 0.25, div: float = 25.0, final_div: float = 1e4,
-                      moms: tuple[float, float, float] | None = (0.95, 0.85, 0.95),
-                      metrics: Sequence[Callable] | None = None,
-                      callbacks: Sequence[Any] | None = None, guard: bool = True,
-                      quiet: bool | None = None) -> list[float]:
-        """fastai 2's one cycle: `n_epochs` epochs whose rate warms up from `max_lr/div` to
-        `max_lr` over the first `pct_start` of the run, then anneals to nearly 0, while the
-        momentum dips from 0.95 to 0.85 and back (`one_cycle.one_cycle`).
-
-            learn.fit_one_cycle(3, 1e-2)
-            learn.fit_one_cycle(5, slice(1e-4, 1e-2)); learn.sched.plot_lr()
-        """
-        if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
-            raise ValueError(f'n_epochs must be a positive integer, got {n_epochs!r}; '
-                             'e.g. fit_one_cycle(3, 1e-2)')
-        self._check_trainable()
-        layer_opt = self._get_layer_opt(max_lr, wds)
-        recorder = Recorder()
-        cbs = [recorder, *([self._guard()] if guard else []),
-               OneCycle(pct_start=pct_start, div=div, final_div=final_div, moms=moms),
-               *(callbacks or [])]
-        self.sched = recorder
-        return self._run(layer_opt, int(n_epochs), cbs, metrics=metrics, quiet=quiet)
-
-    def fine_tune(self, epochs: int, base_lr: float = 1e-2, freeze_epochs: int = 1, *,
-                  lr_mult: float = 100, pct_start: float = 0.3, div: float = 5.0,
-                  keep_best: bool = True, **kwargs: Any) -> list[float]:
-        """fastai 2's `fine_tune`: one cycle of `freeze_epochs` on the head at `base_lr`, then
-        `unfreeze()` and one cycle of `epochs` at `slice(top/lr_mult, top)`, `top = base_lr/2`.
-        While the body's BatchNorm statistics train (`bn_freeze(False)`, the default outside the
-        architecture table's frozen ones), `top` is `BN_TRAINS_LR_MULT * base_lr`, and the fit says
-        so: the body has further to go than fastai 2's rate takes it in a few epochs
-        (bench/README.md has the figures, docs/sgdr.md the reason).
-
-            learn.fine_tune(3)            # 1 head epoch, then 3 on every layer group
-
-        With `keep_best` (the default; fastai 2 keeps the last epoch) the model ends at the best
-        validation epoch of both cycles, as `fastlearn train` does, and the fit says when that was
-        not the last; the metrics returned are that epoch's.
-        """
-        best = KeepBest() if keep_best else None
-        given = list(kwargs.pop('callbacks', None) or [])
-        say = not (kwargs.get('quiet') or self.quiet)
-        self.freeze()
-        self.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99,
-                           callbacks=given + ([best.phase('head')] if best else []), **kwargs)
-        self.unfreeze()
-        top = base_lr / 2
-        if self.body_bn_trains():
-            top = BN_TRAINS_LR_MULT * base_lr
-            if say:
-                print(f"fine_tune: the body's BatchNorm statistics train, so the unfrozen cycle "
-                      f'peaks at {BN_TRAINS_LR_MULT:g}x base_lr, {top:.3g} (not base_lr/2)')
-        last = self.fit_one_cycle(epochs, slice(top / lr_mult, top), pct_start=pct_start, div=div,
-                                  callbacks=given + ([best.phase('all layers')] if best else []),
-                                  **kwargs)
-        if best is None or not best.restore(self):
-            return last
-        if say:
-            metrics = kwargs.get('metrics') or self.metrics
-            print(f'fine_tune: kept the best epoch ({best.where[0]} cycle, epoch {best.where[1]}: '
-                  f'{_metrics_text(best.metrics, metrics)}); the last was worse '
-                  f'({_metrics_text(last, metrics)})')
-        return list(best.metrics)
 
     def lr_find2(self, start_lr: Any = 1e-5, end_lr: float = 10, num_it: int = 100, wds: Any = None,
                  linear: bool = False, stop_dy: bool = True) -> Recorder:

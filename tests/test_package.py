@@ -23,7 +23,7 @@ LAYERS = {
     'dataset': 5, 'precompute': 5, 'saving': 5, 'regression': 5, 'export': 5, 'target_data': 5,
     'guards': 5, 'one_cycle': 5, 'callbacks': 5,
     'tasks': 6, 'data_block': 6, 'batch_norm': 6,
-    'predicting': 7,
+    'predicting': 7, 'fine_tuning': 7,
     'learner': 8,
     'seg_learner': 9,
     'conv_learner': 10,
