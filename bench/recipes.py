@@ -15,7 +15,8 @@ Each line is one run of one recipe with EfficientNet-Lite0 and its offline weigh
   epoch of both kept).
 
 The photos use the architecture table's BatchNorm setting (frozen statistics, a gradient clip);
-`--photos-train-stats` gives them the digits' (statistics that train, no clip).
+`--photos-train-stats` gives them the digits' (statistics that train, no clip). `--warm-up` runs the
+course's two SGDR fits with `warm_up=True`, fastai 0.7's default (fastlearn's is off).
 
 The digits are scikit-learn's, written once under --out (the same folder `fastlearn demo` writes).
 A run at sz 128 takes 2-4 minutes on 2 idle cores; 224 about three times that.
@@ -38,6 +39,7 @@ import numpy as np  # noqa: E402
 
 DOGSCATS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
 TRAIN_STATS = {'photos': False}  # --photos-train-stats: the photos with the digits' BatchNorm setting
+WARM_UP = {'course': False}      # --warm-up: the course's SGDR fits with fastai 0.7's warm-up
 
 
 def _data(path: Path, sz: int, digits: bool) -> ImageClassifierData:
@@ -65,14 +67,15 @@ def course(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tupl
     learn = _learner(_data(path, sz, digits), out, digits)
     phases = [('cache', learn.fit(1e-2, 1)[1])]
     learn.precompute = False
-    phases.append(('augmented', learn.fit(1e-2, 1, cycle_len=1)[1]))
+    phases.append(('augmented', learn.fit(1e-2, 1, cycle_len=1, warm_up=WARM_UP['course'])[1]))
     learn.unfreeze()
     accs: list[float] = []
 
     class Epochs:
         def on_epoch_end(self, state, metrics):
             accs.append(metrics[1])
-    learn.fit(np.array([1e-4, 1e-3, 1e-2]), 2, cycle_len=1, cycle_mult=2, callbacks=[Epochs()])
+    learn.fit(np.array([1e-4, 1e-3, 1e-2]), 2, cycle_len=1, cycle_mult=2, callbacks=[Epochs()],
+              warm_up=WARM_UP['course'])
     phases += [(f'unfrozen {i}', a) for i, a in enumerate(accs)]
     return phases + [('TTA', _tta(learn))]
 
@@ -113,8 +116,12 @@ def main() -> None:
     ap.add_argument('--photos-train-stats', action='store_true',
                     help="the photos too with the body's BatchNorm statistics training once unfrozen "
                          '(carried to the data\'s at unfreeze) and no gradient clip, as the digits')
+    ap.add_argument('--warm-up', action='store_true',
+                    help="the course's SGDR fits with warm_up=True (fastai 0.7's first 5 %% of the first "
+                         'cycle at lr/100)')
     args = ap.parse_args()
     TRAIN_STATS['photos'] = args.photos_train_stats
+    WARM_UP['course'] = args.warm_up
     warnings.simplefilter('ignore')
     for name in args.data:
         digits = name == 'digits'
