@@ -19,7 +19,7 @@ split (`split_by_*`, `no_split`) in either order, optionally `add_test_folder`, 
 `transform` and `databunch`. Each step returns a new object, so a `src` can be transformed at
 several sizes. The result is the `ImageClassifierData` the factories build (six loaders,
 `classes`, `c`, `is_multi`, `is_reg`), so `ConvLearner.pretrained`, precompute and TTA take it
-unchanged. Files, CSVs and bad files go through `images.py`'s functions, the ones the factories
+unchanged. Files, CSVs and bad files go through `sources.py`'s functions, the ones the factories
 use, so both paths read data the same way.
 
 Label kinds: classes (one per image), tags (several: `is_multi`), numbers (`is_reg`), points
@@ -39,7 +39,7 @@ import numpy as np
 
 from .dataset import FilesDataset, ImageClassifierData, get_cv_idxs
 from .csv_labels import csv_labels, parse_csv_labels
-from .sources import csv_files, is_ignored, list_images, scan_test_folder, screen_files
+from .sources import csv_files, scan_test_folder, screen_files, walk_images
 from .target_data import SegmentationDataset, UnlabelledDataset, label_kind, retarget
 from .transforms import TfmType
 
@@ -48,20 +48,6 @@ __all__ = ['ImageFileList', 'ImageItemList', 'SegmentationItemList']
 _LABEL_STEPS = 'label_from_folder(), label_from_csv(), label_from_func(f) or label_from_re(pat)'
 _SPLIT_STEPS = ("split_by_folder(), split_by_fname_file('valid.txt'), split_by_idx(idxs), "
                 "split_by_pct(0.2) or no_split()")
-
-
-def _walk_images(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """Every image under `root` (sorted, folder by folder), relative to it, and the bad files."""
-    good, bad, stack = [], [], ['']
-    while stack:
-        rel = stack.pop(0)
-        names, bad_here = list_images(root / rel)
-        good += [f'{rel}{n}' for n in names]
-        bad += [(f'{rel}{n}', why) for n, why in bad_here]
-        with os.scandir(root / rel) as it:
-            subs = sorted(e.name for e in it if e.is_dir() and not is_ignored(e.name))
-        stack[:0] = [f'{rel}{s}/' for s in subs]
-    return good, bad
 
 
 _L = TypeVar('_L', bound='ImageFileList')
@@ -115,7 +101,7 @@ class ImageFileList:
         if not path.is_dir():
             raise FileNotFoundError(f"from_folder: folder {path} not found; pass the folder that "
                                     "holds the images")
-        good, bad = _walk_images(path)
+        good, bad = walk_images(path)
         if extensions is not None:
             exts = {e.lower() if e.startswith('.') else f'.{e.lower()}' for e in extensions}
             good = [f for f in good if Path(f).suffix.lower() in exts]

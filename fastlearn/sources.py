@@ -150,3 +150,17 @@ def csv_files(path: Path, folder: str, rows: list, suffix: str, csv_path: Path
             bad.append((fname, why))
         fnames.append(fname)
     return fnames, bad
+
+
+def walk_images(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every image under `root` (sorted, folder by folder), relative to it, and the bad files."""
+    good, bad, stack = [], [], ['']
+    while stack:
+        rel = stack.pop(0)
+        names, bad_here = list_images(root / rel)
+        good += [f'{rel}{n}' for n in names]
+        bad += [(f'{rel}{n}', why) for n, why in bad_here]
+        with os.scandir(root / rel) as it:
+            subs = sorted(e.name for e in it if e.is_dir() and not is_ignored(e.name))
+        stack[:0] = [f'{rel}{s}/' for s in subs]
+    return good, bad
