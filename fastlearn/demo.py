@@ -38,7 +38,7 @@ PHASES = ('head, precomputed', 'head, augmented', 'all layers')
 # BatchNorm trains once unfrozen, its statistics moving from ImageNet's to the digits': kept frozen
 # (the table's choice for photos) the SGDR restarts cost 3-7 points and the run ends near 96 %.
 # Once they train (carried to the digits' at unfreeze, so the model does not jump: batch_norm.py),
-# the unfrozen top rate is at least BN_TRAINS_LR_MULT times the head's (learner.py says why).
+# the unfrozen top rate is at least BN_TRAINS_LR_MULT times the head's (fine_tuning.py says why).
 # lr_find's suggestion is cautious for SGD here, as it is for the head.
 DEMO = {'arch': 'efficientnet_lite0', 'sz': 64, 'bs': 32, 'epochs': 3, 'aug': 'basic', 'lr_ratio': 3,
         'workers': 0, 'bn_freeze': False}
@@ -186,7 +186,7 @@ def choose_unfrozen_lrs(learn: Any, lr: float, ratio: float) -> tuple[Any, str]:
     `LR_RANGE[1]`). If the sweep finds no descent (one noisy epoch of augmented batches can end
     above its start), the bound itself. Returns the rates and a note saying which rule chose them.
     """
-    from .learner import BN_TRAINS_LR_MULT
+    from .fine_tuning import BN_TRAINS_LR_MULT
     n_groups = len(learn.layer_groups)
     if getattr(learn, '_bn_freeze', True):
         lo, lo_text, hi, hi_text = 0.0, '', lr, f'the head lr {lr:.3g}'

@@ -1,6 +1,6 @@
-"""fastai 2's schedules on a `Learner`: `fit_one_cycle` and `fine_tune` (the `FineTuning` half of
-`Learner`, as `Predicting` and `Saving` are its other halves), and the unfrozen rate rule they
-share with `fastlearn train` while the body's BatchNorm statistics train.
+"""fastai 2's schedules on a `Learner`: `fit_one_cycle` and `fine_tune` (the `FineTuning` part of
+`Learner`, beside `Predicting` and `Saving`), and the unfrozen rate rule `fine_tune` shares with
+`fastlearn train` while the body's BatchNorm statistics train.
 
     learn.fit_one_cycle(3, 1e-2)
     learn.fine_tune(3)            # 1 head epoch, then 3 on every layer group; the best kept
