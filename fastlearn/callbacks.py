@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import atomic_write
+from .model import metric_name
 from .sgdr import Callback
 
 __all__ = ['EarlyStopping', 'CSVLogger', 'TensorBoardCallback', 'epoch_names']
@@ -24,7 +25,7 @@ def epoch_names(state: Any, n: int) -> list[str]:
     """Names for an epoch's `n` values `[val_loss, *metrics]`."""
     metrics = list(getattr(getattr(state, 'learn', None), 'metrics', None) or [])
     if len(metrics) == n - 1:
-        return ['val_loss', *[getattr(m, '__name__', type(m).__name__) for m in metrics]]
+        return ['val_loss', *[metric_name(m) for m in metrics]]
     return ['val_loss', *[f'metric_{i}' for i in range(1, n)]]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .guards import KeepBest
+from .model import metric_name
 from .one_cycle import OneCycle
 from .sgdr import Recorder
 
@@ -29,7 +30,7 @@ BN_TRAINS_LR_MULT = 2.0
 
 
 def _metrics_text(values: Sequence[float], metrics: Sequence[Callable]) -> str:
-    names = ['val_loss'] + [getattr(f, '__name__', 'metric') for f in metrics]
+    names = ['val_loss'] + [metric_name(f) for f in metrics]
     return ', '.join(f'{n} {v:.4f}' for n, v in zip(names, values))
 
 

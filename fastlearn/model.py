@@ -25,7 +25,7 @@ from .precision import FP32, Precision
 from .progress import EpochTable, print_table_row, progress_bar
 
 __all__ = ['FitState', 'fit', 'clip_grads', 'validate', 'predict_dl', 'to_device', 'forward', 'print_table_row',
-           'epochs_for']
+           'epochs_for', 'metric_name']
 
 
 @dataclass
@@ -111,7 +111,7 @@ def fit(model: nn.Module, trn_dl: Any, val_dl: Iterable | None, layer_opt: Any, 
     trn_dl, run = shard_train(trn_dl), wrap_model(model)  # both as they are for one process
     state = FitState(layer_opt=layer_opt, n_batches=len(trn_dl), n_epochs=n_epochs, learn=learn,
                      model=model)
-    table = EpochTable(['epoch', 'trn_loss', 'val_loss', *[_metric_name(m) for m in metrics], 'time'],
+    table = EpochTable(['epoch', 'trn_loss', 'val_loss', *[metric_name(m) for m in metrics], 'time'],
                        quiet=quiet, title=describe())
     _call(callbacks, 'on_train_begin', state)
     avg, vals = 0.0, []
@@ -160,7 +160,8 @@ def _len(dl: Iterable) -> int | None:
     return len(dl) if hasattr(dl, '__len__') else None  # type: ignore[arg-type]
 
 
-def _metric_name(m: Callable) -> str:
+def metric_name(m: Callable) -> str:
+    """A metric's name in the epoch table (and wherever an epoch's values are named)."""
     return getattr(m, '__name__', type(m).__name__)
 
 
