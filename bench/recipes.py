@@ -17,7 +17,8 @@ Each line is one run of one recipe with EfficientNet-Lite0 and its offline weigh
 The photos use the architecture table's BatchNorm setting (frozen statistics, a gradient clip);
 `--photos-train-stats` gives them the digits' (statistics that train, no clip). `--warm-up` runs the
 course's two SGDR fits with `warm_up=True`, fastai 0.7's default (fastlearn's is off).
-`--body-rates 0.3` runs the course's unfrozen fit at `[3e-5, 3e-4, 1e-2]` (measured, not adopted).
+`--body-rates 0.3` runs the course's unfrozen fit at `[3e-5, 3e-4, 1e-2]` (measured, not adopted);
+`--unfrozen-wd 5e-4` gives that fit weight decay (the course's has none).
 
 The digits are scikit-learn's, written once under --out (the same folder `fastlearn demo` writes).
 A run at sz 128 takes 2-4 minutes on 2 idle cores; 224 about three times that.
@@ -42,6 +43,7 @@ DOGSCATS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
 TRAIN_STATS = {'photos': False}  # --photos-train-stats: the photos with the digits' BatchNorm setting
 WARM_UP = {'course': False}      # --warm-up: the course's SGDR fits with fastai 0.7's warm-up
 BODY_RATES = {'course': 1.0}     # --body-rates: the course's two body rates times this
+UNFROZEN_WD = {'course': None}   # --unfrozen-wd: weight decay in the course's unfrozen fit
 
 
 def _data(path: Path, sz: int, digits: bool) -> ImageClassifierData:
@@ -77,7 +79,8 @@ def course(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tupl
         def on_epoch_end(self, state, metrics):
             accs.append(metrics[1])
     body = BODY_RATES['course']
-    learn.fit(np.array([1e-4 * body, 1e-3 * body, 1e-2]), 2, cycle_len=1, cycle_mult=2, callbacks=[Epochs()],
+    learn.fit(np.array([1e-4 * body, 1e-3 * body, 1e-2]), 2, UNFROZEN_WD['course'], cycle_len=1,
+              cycle_mult=2, callbacks=[Epochs()],
               warm_up=WARM_UP['course'])
     phases += [(f'unfrozen {i}', a) for i, a in enumerate(accs)]
     return phases + [('TTA', _tta(learn))]
@@ -125,8 +128,11 @@ def main() -> None:
     ap.add_argument('--body-rates', type=float, default=1.0,
                     help="multiply the course's unfrozen body rates (1e-4, 1e-3) by this; the head's "
                          "stays 1e-2 (bench/README.md, \"The body's rates\")")
+    ap.add_argument('--unfrozen-wd', type=float, default=None,
+                    help="weight decay (L2, every group) in the course's unfrozen fit; the course has none")
     args = ap.parse_args()
     BODY_RATES['course'] = args.body_rates
+    UNFROZEN_WD['course'] = args.unfrozen_wd
     TRAIN_STATS['photos'] = args.photos_train_stats
     WARM_UP['course'] = args.warm_up
     warnings.simplefilter('ignore')
