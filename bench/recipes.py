@@ -40,10 +40,11 @@ from fastlearn.demo import DEMO, run_recipe, write_digits  # isort: skip
 import numpy as np  # noqa: E402
 
 DOGSCATS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
-TRAIN_STATS = {'photos': False}  # --photos-train-stats: the photos with the digits' BatchNorm setting
-WARM_UP = {'course': False}      # --warm-up: the course's SGDR fits with fastai 0.7's warm-up
-BODY_RATES = {'course': 1.0}     # --body-rates: the course's two body rates times this
-UNFROZEN_WD = {'course': None}   # --unfrozen-wd: weight decay in the course's unfrozen fit
+# The command line's variations on the recipes (main() fills it from the flags of the same names).
+OPTIONS: dict = {'photos_train_stats': False,  # the photos with the digits' BatchNorm setting
+                 'warm_up': False,             # the course's SGDR fits with fastai 0.7's warm-up
+                 'body_rates': 1.0,            # the course's two unfrozen body rates times this
+                 'unfrozen_wd': None}          # weight decay in the course's unfrozen fit
 
 
 def _data(path: Path, sz: int, digits: bool) -> ImageClassifierData:
@@ -56,7 +57,7 @@ def _data(path: Path, sz: int, digits: bool) -> ImageClassifierData:
 def _learner(data: ImageClassifierData, out: Path, digits: bool) -> ConvLearner:
     learn = ConvLearner.pretrained(efficientnet_lite0, data, precompute=True, quiet=True,
                                    tmp_name=str(out / 'tmp'), models_name=str(out / 'models'))
-    if digits or TRAIN_STATS['photos']:  # what `fastlearn demo` does for data far from ImageNet
+    if digits or OPTIONS['photos_train_stats']:  # what `fastlearn demo` does for data far from ImageNet
         learn.bn_freeze(DEMO['bn_freeze'])
         learn.clip = None
     return learn
@@ -71,17 +72,17 @@ def course(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tupl
     learn = _learner(_data(path, sz, digits), out, digits)
     phases = [('cache', learn.fit(1e-2, 1)[1])]
     learn.precompute = False
-    phases.append(('augmented', learn.fit(1e-2, 1, cycle_len=1, warm_up=WARM_UP['course'])[1]))
+    phases.append(('augmented', learn.fit(1e-2, 1, cycle_len=1, warm_up=OPTIONS['warm_up'])[1]))
     learn.unfreeze()
     accs: list[float] = []
 
     class Epochs:
         def on_epoch_end(self, state, metrics):
             accs.append(metrics[1])
-    body = BODY_RATES['course']
-    learn.fit(np.array([1e-4 * body, 1e-3 * body, 1e-2]), 2, UNFROZEN_WD['course'], cycle_len=1,
+    body = OPTIONS['body_rates']
+    learn.fit(np.array([1e-4 * body, 1e-3 * body, 1e-2]), 2, OPTIONS['unfrozen_wd'], cycle_len=1,
               cycle_mult=2, callbacks=[Epochs()],
-              warm_up=WARM_UP['course'])
+              warm_up=OPTIONS['warm_up'])
     phases += [(f'unfrozen {i}', a) for i, a in enumerate(accs)]
     return phases + [('TTA', _tta(learn))]
 
@@ -101,7 +102,7 @@ def fine_tune(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[t
 
 def train(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tuple[str, float]]:
     settings: dict = {k: DEMO[k] for k in ('aug', 'lr_ratio', 'workers', 'bn_freeze')} if digits else {}
-    if TRAIN_STATS['photos'] and not digits:
+    if OPTIONS['photos_train_stats'] and not digits:
         settings['bn_freeze'] = False
     r = run_recipe(path, 'efficientnet_lite0', out / 'train', sz=sz, quiet=True, seed=seed, **settings)
     short = {'head, precomputed': 'cache', 'head, augmented': 'augmented', 'all layers': 'unfrozen'}
@@ -131,10 +132,7 @@ def main() -> None:
     ap.add_argument('--unfrozen-wd', type=float, default=None,
                     help="weight decay (L2, every group) in the course's unfrozen fit; the course has none")
     args = ap.parse_args()
-    BODY_RATES['course'] = args.body_rates
-    UNFROZEN_WD['course'] = args.unfrozen_wd
-    TRAIN_STATS['photos'] = args.photos_train_stats
-    WARM_UP['course'] = args.warm_up
+    OPTIONS.update({k: getattr(args, k) for k in OPTIONS})
     warnings.simplefilter('ignore')
     for name in args.data:
         digits = name == 'digits'
