@@ -18,7 +18,9 @@ The photos use the architecture table's BatchNorm setting (frozen statistics, a 
 `--photos-train-stats` gives them the digits' (statistics that train, no clip). `--warm-up` runs the
 course's two SGDR fits with `warm_up=True`, fastai 0.7's default (fastlearn's is off).
 `--body-rates 0.3` runs the course's unfrozen fit at `[3e-5, 3e-4, 1e-2]` (measured, not adopted);
-`--unfrozen-wd 5e-4` gives that fit weight decay (the course's has none).
+`--unfrozen-wd 5e-4` gives that fit weight decay (the course's has none). `--wrong` lists the
+validation images the TTA prediction gets wrong, with the probability given to the true class by TTA
+and by the plain prediction.
 
 The digits are scikit-learn's, written once under --out (the same folder `fastlearn demo` writes).
 A run at sz 128 takes 2-4 minutes on 2 idle cores; 224 about three times that.
@@ -44,7 +46,8 @@ DOGSCATS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'dogscats'
 OPTIONS: dict = {'photos_train_stats': False,  # the photos with the digits' BatchNorm setting
                  'warm_up': False,             # the course's SGDR fits with fastai 0.7's warm-up
                  'body_rates': 1.0,            # the course's two unfrozen body rates times this
-                 'unfrozen_wd': None}          # weight decay in the course's unfrozen fit
+                 'unfrozen_wd': None,          # weight decay in the course's unfrozen fit
+                 'wrong': False}               # list the images TTA gets wrong
 
 
 def _data(path: Path, sz: int, digits: bool) -> ImageClassifierData:
@@ -65,7 +68,13 @@ def _learner(data: ImageClassifierData, out: Path, digits: bool) -> ConvLearner:
 
 def _tta(learn: ConvLearner) -> float:
     log_preds, y = learn.TTA()
-    return accuracy(np.mean(np.exp(log_preds), 0), y)
+    probs = np.mean(np.exp(log_preds), 0)
+    if OPTIONS['wrong']:
+        plain = np.exp(learn.predict())
+        for i in np.flatnonzero(probs.argmax(1) != y):
+            print(f'  wrong with TTA: {learn.data.val_ds.fnames[i]}  p(true class) TTA {probs[i, y[i]]:.3f}, '
+                  f'plain {plain[i, y[i]]:.3f}', flush=True)
+    return accuracy(probs, y)
 
 
 def course(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tuple[str, float]]:
@@ -131,6 +140,8 @@ def main() -> None:
                          "stays 1e-2 (bench/README.md, \"The body's rates\")")
     ap.add_argument('--unfrozen-wd', type=float, default=None,
                     help="weight decay (L2, every group) in the course's unfrozen fit; the course has none")
+    ap.add_argument('--wrong', action='store_true',
+                    help='list the validation images the TTA prediction gets wrong (course, fine_tune)')
     args = ap.parse_args()
     OPTIONS.update({k: getattr(args, k) for k in OPTIONS})
     warnings.simplefilter('ignore')
