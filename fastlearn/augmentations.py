@@ -197,6 +197,6 @@ class RandomRotateZoom(v2.Transform):
                 f'ps={self.ps})')
 
 
-transforms_basic = [RandomRotate(10), RandomLighting(0.05, 0.05)]
+transforms_basic: list[v2.Transform] = [RandomRotate(10), RandomLighting(0.05, 0.05)]
 transforms_side_on = transforms_basic + [RandomFlip()]
 transforms_top_down = transforms_basic + [RandomDihedral()]
