@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from .core import default_num_workers, num_cpus
 from .csv_labels import csv_check_split, csv_labels, csv_val_idxs, parse_csv_labels
 from .images import BadImageError, open_image
+from .loader import Loader, seed_worker
 from .resize import resize_dest, resize_one
 from .sources import csv_files, folder_source, layout_hint, scan_test_folder, screen_files
 from .image_datasets import (ArraysDataset, FilesDataset, FilesIndexArrayDataset, LabelledDataset,
@@ -53,12 +54,6 @@ def get_cv_idxs(n: int, cv_idx: int = 0, val_pct: float = 0.2, seed: int = 42) -
                          f"got {cv_idx}")
     idxs = np.random.RandomState(seed).permutation(n)
     return idxs[cv_idx * n_val:(cv_idx + 1) * n_val]
-
-
-def _seed_worker(worker_id: int) -> None:
-    # torch seeds torch and `random` in each worker; numpy too, or forked workers share one
-    # numpy stream and apply identical "random" augmentations.
-    np.random.seed(torch.initial_seed() % 2 ** 32)
 
 
 def _check_tfms(tfms: Any) -> Tfms:
@@ -175,11 +170,11 @@ class ImageClassifierData:
         if ds is None:
             return None
         workers = 0 if getattr(ds, 'is_features', False) else self.num_workers
-        return DataLoader(ds, batch_size=self.bs, shuffle=shuffle, num_workers=workers,
+        return Loader(ds, batch_size=self.bs, shuffle=shuffle, num_workers=workers,
                           collate_fn=default_collate, pin_memory=torch.cuda.is_available(),
                           drop_last=shuffle and len(ds) > 1 and len(ds) % self.bs == 1,  # type: ignore[arg-type]  # Dataset's type: no __len__
                           persistent_workers=workers > 0,
-                          worker_init_fn=_seed_worker if workers > 0 else None)
+                          worker_init_fn=seed_worker if workers > 0 else None)
 
     # Built on first use; workers start on first iteration and then persist across epochs.
     @cached_property

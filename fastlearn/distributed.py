@@ -322,7 +322,7 @@ def _with_batches(dl: Any, batch_sampler: Any) -> Any:
     from torch.utils.data import DataLoader
     if not isinstance(dl, DataLoader):
         return dl.with_batch_sampler(batch_sampler)
-    return DataLoader(dl.dataset, batch_sampler=batch_sampler, num_workers=dl.num_workers,
+    return type(dl)(dl.dataset, batch_sampler=batch_sampler, num_workers=dl.num_workers,
                       collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, timeout=dl.timeout,
                       worker_init_fn=dl.worker_init_fn, generator=dl.generator,
                       multiprocessing_context=dl.multiprocessing_context,

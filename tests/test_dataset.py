@@ -17,6 +17,7 @@ from PIL import Image
 from conftest import make_image_folder, noise_image
 from fastlearn.dataset import (ArraysDataset, BadImageError, FilesDataset, ImageClassifierData,
                                get_cv_idxs, open_image)
+from fastlearn.loader import Loader
 from fastlearn.resize import resize_file
 
 
@@ -206,7 +207,7 @@ def test_trn_dl_drops_only_a_last_batch_of_one(tmp_path, n, bs, sizes):
 def test_two_workers_give_the_same_batches_as_none(image_folder):
     d0 = ImageClassifierData.from_paths(image_folder, bs=5, tfms=STUBS, num_workers=0)
     d2 = ImageClassifierData.from_paths(image_folder, bs=5, tfms=STUBS, num_workers=2)
-    assert d2.val_dl.num_workers == 2 and d2.val_dl.persistent_workers
+    assert d2.val_dl.num_workers == 2 and d2.val_dl.persistent_workers and isinstance(d2.val_dl, Loader)
     for (x0, y0), (x2, y2) in zip(d0.val_dl, d2.val_dl, strict=True):
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
     assert sum(len(y) for _, y in d2.trn_dl) == len(d2.trn_ds)

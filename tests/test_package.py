@@ -17,7 +17,7 @@ LAYERS = {
     'weights': 1,
     'images': 2, 'summary': 2, 'progress': 2, 'layers': 2, 'archs': 2, 'layer_optimizer': 2,
     'metrics': 2, 'seg_metrics': 2, 'multilabel': 2, 'schedules': 2, 'augmentations': 2,
-    'plots': 2, 'targets': 2, 'show': 2, 'distributed': 2, 'precision': 2,
+    'plots': 2, 'targets': 2, 'show': 2, 'distributed': 2, 'precision': 2, 'loader': 2,
     'sources': 3, 'resize': 3, 'stats': 3, 'torch_imports': 3, 'image_datasets': 3, 'model': 3, 'sgdr': 3, 'unet': 3,
     'transforms': 4,
     'dataset': 5, 'precompute': 5, 'saving': 5, 'regression': 5, 'export': 5, 'target_data': 5,
