@@ -45,7 +45,7 @@ from .plots import ImageModelResults, plot_confusion_matrix
 from .seg_learner import UnetLearner, unet_learner
 from .regression import L1LossFlat, MSELossFlat, points_size, transformed_points
 from .precompute import (ArrayLoader, BodyDigest, cache_key, cache_prefix, cached_activations,
-                         head_threads)
+                         check_informative, head_threads)
 from .transforms import (CropType, TfmType, imagenet_stats, tfms_from_model, tfms_from_stats,
                          transforms_basic, transforms_side_on, transforms_top_down)
 
@@ -191,6 +191,8 @@ class ConvLearner(Learner):
                 features, dl, self.tmp_path, prefix, key, device=self.device,
                 channels_last=self.channels_last, desc=None if self.quiet else f'precompute {split}',
                 precision=self.precision)
+            if split == 'trn':
+                check_informative(self._acts[split, key], self.arch_name, self.data.sz)
         return self._acts[split, key]
 
     def get_activations(self, force: bool = False) -> list[np.ndarray | None]:

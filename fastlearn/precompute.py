@@ -11,6 +11,7 @@ import copy
 import hashlib
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
@@ -26,7 +27,7 @@ from .model import predict_dl
 from .precision import FP32, Precision
 
 __all__ = ['cache_key', 'weights_digest', 'BodyDigest', 'compute_activations', 'cached_activations',
-           'cache_prefix', 'ArrayLoader', 'head_threads']
+           'check_informative', 'cache_prefix', 'ArrayLoader', 'head_threads']
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,20 @@ def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, 
     acts = compute_activations(features, dl, device=device, channels_last=channels_last, desc=desc,
                                precision=precision)
     main_only(_store, acts, folder, prefix, fname)
+    return acts
+
+
+def check_informative(acts: np.ndarray, arch: str, sz: int | None) -> np.ndarray:
+    """`acts`, the training images' activations, when they tell the images apart. A body whose
+    maps die at a small size gives most images the same ones (EfficientNet-Lite0 at sz=32: all
+    zero for 1,294 of the 1,302 photos), and the head could only learn the commonest class: a
+    ValueError says so when one activation vector is shared by more than half the images."""
+    same = max(Counter(row.tobytes() for row in acts).values(), default=0)
+    if len(acts) > 1 and same > len(acts) / 2:
+        raise ValueError(
+            f'{arch} gives {same} of the {len(acts)} training images the same activations at '
+            f'sz={sz}: nothing to train on. Use larger images, tfms_from_model({arch}, sz) with a '
+            f'larger sz (the course uses 224)')
     return acts
 
 

@@ -215,6 +215,24 @@ def test_changed_body_weights_recompute(learn, computes):
     assert computes == [24, 8, 24, 8]
 
 
+def test_a_body_that_tells_no_image_apart_is_an_error(learn):
+    with torch.no_grad():  # dead maps, as EfficientNet-Lite0's at sz=32
+        for p in learn.model.body.parameters():
+            p.zero_()
+    with pytest.raises(ValueError, match=r'tiny gives 24 of the 24 training images the same activations at sz=32: '
+                                         r'nothing to train on\. Use larger images'):
+        learn.fit(1e-2, 1)
+
+
+def test_a_few_distinct_images_among_many_alike_are_still_too_few():
+    acts = np.zeros((10, 4), np.float32)
+    acts[:4] = np.arange(16).reshape(4, 4)
+    with pytest.raises(ValueError, match='gives 6 of the 10 training images the same activations at sz=32'):
+        pc.check_informative(acts, 'arch', 32)
+    acts[4] = 1
+    assert pc.check_informative(acts, 'arch', 32) is acts  # 5 of 10 alike: a poor set, not a dead body
+
+
 def test_fine_tuning_the_body_recomputes(learn, computes):
     learn.fit(1e-2, 1)
     with pytest.warns(UserWarning, match='precompute turned off'):
