@@ -171,10 +171,10 @@ class ImageClassifierData:
             return None
         workers = 0 if getattr(ds, 'is_features', False) else self.num_workers
         return Loader(ds, batch_size=self.bs, shuffle=shuffle, num_workers=workers,
-                          collate_fn=default_collate, pin_memory=torch.cuda.is_available(),
-                          drop_last=shuffle and len(ds) > 1 and len(ds) % self.bs == 1,  # type: ignore[arg-type]  # Dataset's type: no __len__
-                          persistent_workers=workers > 0,
-                          worker_init_fn=seed_worker if workers > 0 else None)
+                      collate_fn=default_collate, pin_memory=torch.cuda.is_available(),
+                      drop_last=shuffle and len(ds) > 1 and len(ds) % self.bs == 1,  # type: ignore[arg-type]  # Dataset's type: no __len__
+                      persistent_workers=workers > 0,
+                      worker_init_fn=seed_worker if workers > 0 else None)
 
     # Built on first use; workers start on first iteration and then persist across epochs.
     @cached_property

@@ -40,8 +40,8 @@ PHASES = ('head, precomputed', 'head, augmented', 'all layers')
 # Once they train (carried to the digits' at unfreeze, so the model does not jump: batch_norm.py),
 # the unfrozen top rate is at least BN_TRAINS_LR_MULT times the head's (fine_tuning.py says why).
 # lr_find's suggestion is cautious for SGD here, as it is for the head.
-DEMO: dict[str, Any] = {'arch': 'efficientnet_lite0', 'sz': 64, 'bs': 32, 'epochs': 3, 'aug': 'basic', 'lr_ratio': 3,
-        'workers': 0, 'bn_freeze': False}
+DEMO: dict[str, Any] = {'arch': 'efficientnet_lite0', 'sz': 64, 'bs': 32, 'epochs': 3, 'aug': 'basic',
+                        'lr_ratio': 3, 'workers': 0, 'bn_freeze': False}
 
 
 def recipe_epochs(n: int) -> tuple[int, int, int]:

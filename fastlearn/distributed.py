@@ -323,11 +323,11 @@ def _with_batches(dl: Any, batch_sampler: Any) -> Any:
     if not isinstance(dl, DataLoader):
         return dl.with_batch_sampler(batch_sampler)
     return type(dl)(dl.dataset, batch_sampler=batch_sampler, num_workers=dl.num_workers,
-                      collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, timeout=dl.timeout,
-                      worker_init_fn=dl.worker_init_fn, generator=dl.generator,
-                      multiprocessing_context=dl.multiprocessing_context,
-                      prefetch_factor=dl.prefetch_factor if dl.num_workers else None,
-                      persistent_workers=dl.persistent_workers)
+                    collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, timeout=dl.timeout,
+                    worker_init_fn=dl.worker_init_fn, generator=dl.generator,
+                    multiprocessing_context=dl.multiprocessing_context,
+                    prefetch_factor=dl.prefetch_factor if dl.num_workers else None,
+                    persistent_workers=dl.persistent_workers)
 
 
 def _cached(dl: Any, kind: str, make: Callable[[], Any]) -> Any:
