@@ -390,7 +390,7 @@ def test_train_on_two_processes_for_real(tmp_path):
     root = make_image_folder(tmp_path / 'imgs', n_train=12, n_valid=4)
     out = tmp_path / 'out'
     run = subprocess.run([sys.executable, '-m', 'fastlearn', 'train', str(root), '--out', str(out),
-                          '--nproc', '2', '--sz', '32', '--bs', '8', '--epochs', '1', '--workers', '0'],
+                          '--nproc', '2', '--sz', '64', '--bs', '8', '--epochs', '1', '--workers', '0'],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert len(ACCURACY.findall(run.stdout)) == 1, run.stdout

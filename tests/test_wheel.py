@@ -76,7 +76,8 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
     assert where[0].startswith(str(tmp_path / 'venv')) and where[1:] == ['ConvLearner', 'set_seed']
     cli = py.parent / 'fastlearn'
     assert _run([cli, '--version'], cwd=work).stdout.strip() == f'fastlearn {fastlearn.__version__}'
-    demo = _run([cli, 'demo', '--epochs', '1', '--sz', '32', '--quiet', '--out', work / 'demo'],
+    demo = _run([cli, 'demo', '--epochs', '1', '--sz', '64', '--quiet', '--out', work / 'demo'],
                 cwd=work, timeout=900)
     assert demo.stdout.startswith('accuracy: '), demo.stdout
+    assert float(demo.stdout.split()[1]) >= 0.9, demo.stdout  # 0.9638 in the source tree, 2026-12-06
     assert (work / 'demo' / 'report.md').is_file() and (work / 'demo' / 'model.pth').is_file()
