@@ -1,5 +1,6 @@
 """The loader every data object hands out: torch's `DataLoader`, with worker processes that draw
-their own augmentations and leave the parent's leftover objects alone.
+their own augmentations, leave the parent's leftover objects alone, and stop at once when a
+forgotten learner is garbage-collected (bench/loader.py measures it).
 
     data = ImageClassifierData.from_paths(PATH, tfms=tfms)
     x, y = next(iter(data.trn_dl))          # a `Loader`: workers start here, then persist
@@ -7,6 +8,7 @@ their own augmentations and leave the parent's leftover objects alone.
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,24 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2 ** 32)
 
 
+# Each worker-backed iterator's index queues, reachable from here for as long as it lives.
+_QUEUES: dict[int, list] = {}
+
+
+def _keep_queues(it: Any) -> None:
+    """When the cyclic collector frees an iterator, it runs the queues' own finalizers (which
+    stop their feeder threads) before the iterator's `__del__`, whose "stop" message to each
+    worker is then never sent: the worker is joined for 5 s and terminated. Queues held here are
+    not part of that garbage, so the message goes out and the worker exits at once."""
+    queues = getattr(it, '_index_queues', None)  # (torch's private name; without it, as before)
+    if queues and id(it) not in _QUEUES:
+        _QUEUES[id(it)] = list(queues)
+        weakref.finalize(it, _QUEUES.pop, id(it), None)
+
+
 class Loader(DataLoader):
-    """A `DataLoader` whose workers never run the parent's garbage collection.
+    """A `DataLoader` whose workers leave the parent's garbage alone, and that the parent's
+    garbage collector shuts down without a wait.
 
     A worker is a fork of the notebook's or script's process, and inherits its uncollected
     garbage: an earlier learner's loader iterator left in a reference cycle (matplotlib's
@@ -35,10 +53,15 @@ class Loader(DataLoader):
     them at once and collects its own garbage as usual."""
 
     def __iter__(self) -> Any:
-        if not self.num_workers or gc.get_freeze_count():  # no fork, or the caller freezes already
+        if not self.num_workers:
             return super().__iter__()
-        gc.freeze()
-        try:
-            return super().__iter__()
-        finally:
-            gc.unfreeze()
+        if gc.get_freeze_count():  # the caller freezes objects already
+            it = super().__iter__()
+        else:
+            gc.freeze()
+            try:
+                it = super().__iter__()
+            finally:
+                gc.unfreeze()
+        _keep_queues(it)
+        return it
