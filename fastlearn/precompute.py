@@ -153,7 +153,7 @@ def check_informative(acts: np.ndarray, arch: str, sz: int | None) -> np.ndarray
         raise ValueError(
             f'{arch} gives {same} of the {len(acts)} training images the same activations at '
             f'sz={sz}: nothing to train on. Use larger images, tfms_from_model({arch}, sz) with a '
-            f'larger sz (the course uses 224)')
+            f'larger sz (the course uses 224), unless those images are copies of one picture')
     return acts
 
 
