@@ -11,10 +11,12 @@ matplotlib are imported inside the functions, so `fastlearn --help` answers at o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -128,20 +130,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _out_dir(out: str | os.PathLike, data: Path | None, prog: str) -> Path:
-    """The output folder, created; never the data folder or inside it."""
+@contextlib.contextmanager
+def _out_dir(out: str | os.PathLike, data: Path | None, prog: str) -> Iterator[Path]:
+    """The output folder, created; never the data folder or inside it. A command that fails
+    before writing anything into a folder it created removes it again."""
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         _fail(f'--out {out} is a file, not a folder', 2, prog)
     if data is not None and (out == data.resolve() or data.resolve() in out.parents):
         _fail(f'--out {out} is inside the data folder {data}; fastlearn never writes there: '
               'pass an --out outside it', 2, prog)
+    created = not out.exists()
     try:  # find out now, not after the training, that the results cannot be written
         out.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as e:
         _fail(f'cannot write to --out {out}: {e.strerror or e}', 2, prog)
-    return out
+    try:
+        yield out
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):  # (not empty, or another process removed it)
+                out.rmdir()
+        raise
 
 
 def _check_arch(args: argparse.Namespace) -> None:
@@ -194,19 +205,19 @@ def _train_command(args: argparse.Namespace) -> None:
               f'{path / "train"}/<class>/<image> and {path / "valid"}/<class>/<image>', 2, args.prog)
     _check_arch(args)
     _check_device(args)
-    out = _out_dir(args.out or Path('fastlearn-out') / (path.resolve().name or 'data'), path,
-                   args.prog)
-    _run(args, path, out)
+    with _out_dir(args.out or Path('fastlearn-out') / (path.resolve().name or 'data'), path,
+                  args.prog) as out:
+        _run(args, path, out)
 
 
 def _demo_command(args: argparse.Namespace) -> None:
     _check_arch(args)
     _check_device(args)
-    out = _out_dir(args.out or Path('fastlearn-out') / 'demo', None, args.prog)
-    if not args.quiet:
-        print(f"scikit-learn's handwritten digits as an image folder: {out / 'digits'}", flush=True)
-    from .distributed import main_only
-    _run(args, main_only(write_digits, out / 'digits'), out)
+    with _out_dir(args.out or Path('fastlearn-out') / 'demo', None, args.prog) as out:
+        if not args.quiet:
+            print(f"scikit-learn's handwritten digits as an image folder: {out / 'digits'}", flush=True)
+        from .distributed import main_only
+        _run(args, main_only(write_digits, out / 'digits'), out)
 
 
 def _predict_command(args: argparse.Namespace) -> None:

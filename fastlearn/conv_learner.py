@@ -17,6 +17,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import partial
 from glob import glob
 from pathlib import Path
 from typing import Any, ContextManager
@@ -187,12 +188,11 @@ class ConvLearner(Learner):
             features = nn.Sequential(body, self.model.pool)  # type: ignore[arg-type]  # (a child, as body)
             self._acts = {k: v for k, v in self._acts.items() if k[0] != split}
             prefix = cache_prefix(split, self.arch_name, self.xtra_cut, self.data.sz)
+            informative = partial(check_informative, arch=self.arch_name, sz=self.data.sz)
             self._acts[split, key] = cached_activations(
                 features, dl, self.tmp_path, prefix, key, device=self.device,
                 channels_last=self.channels_last, desc=None if self.quiet else f'precompute {split}',
-                precision=self.precision)
-            if split == 'trn':
-                check_informative(self._acts[split, key], self.arch_name, self.data.sz)
+                precision=self.precision, check=informative if split == 'trn' else None)
         return self._acts[split, key]
 
     def get_activations(self, force: bool = False) -> list[np.ndarray | None]:

@@ -227,6 +227,22 @@ def test_seed_and_device_reach_the_recipe(tmp_path, tiny_arch, monkeypatch):
     assert seen['seed'] == 42 and seen['device'] is None
 
 
+def test_a_failed_run_removes_only_an_empty_out_folder_it_made(tmp_path, tiny_arch, monkeypatch):
+    def run_recipe(path, arch, out, **kw):
+        if out.name == 'wrote':
+            (out / 'report.md').write_text('half a report')
+        raise ValueError('the images are too small')
+
+    monkeypatch.setattr(cli, 'run_recipe', run_recipe)
+    root = make_image_folder(tmp_path / 'imgs', n_train=2, n_valid=1)
+    (tmp_path / 'yours').mkdir()
+    for name in ('new', 'yours', 'wrote'):
+        with pytest.raises(SystemExit):
+            cli.main(['train', str(root), '--out', str(tmp_path / name), *TINY])
+    assert not (tmp_path / 'new').exists()
+    assert (tmp_path / 'yours').is_dir() and (tmp_path / 'wrote' / 'report.md').is_file()
+
+
 def test_demo_checks_its_arguments_before_writing_the_digits(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(['demo', '--out', str(tmp_path / 'out'), '--arch', 'nope'])

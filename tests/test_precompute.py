@@ -219,9 +219,11 @@ def test_a_body_that_tells_no_image_apart_is_an_error(learn):
     with torch.no_grad():  # dead maps, as EfficientNet-Lite0's at sz=32
         for p in learn.model.body.parameters():
             p.zero_()
-    with pytest.raises(ValueError, match=r'tiny gives 24 of the 24 training images the same activations at sz=32: '
-                                         r'nothing to train on\. Use larger images'):
-        learn.fit(1e-2, 1)
+    for _ in range(2):  # and again: the rejected activations are neither kept nor cached
+        with pytest.raises(ValueError, match=r'tiny gives 24 of the 24 training images the same activations '
+                                             r'at sz=32: nothing to train on\. Use larger images'):
+            learn.fit(1e-2, 1)
+    assert not any(f.startswith('x_act_trn') for f in cache_files(learn.tmp_path))
 
 
 def test_a_few_distinct_images_among_many_alike_are_still_too_few():
