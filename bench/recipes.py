@@ -90,8 +90,7 @@ def course(path: Path, sz: int, out: Path, digits: bool, seed: int) -> list[tupl
             accs.append(metrics[1])
     body = OPTIONS['body_rates']
     learn.fit(np.array([1e-4 * body, 1e-3 * body, 1e-2]), 2, OPTIONS['unfrozen_wd'], cycle_len=1,
-              cycle_mult=2, callbacks=[Epochs()],
-              warm_up=OPTIONS['warm_up'])
+              cycle_mult=2, callbacks=[Epochs()], warm_up=OPTIONS['warm_up'])
     phases += [(f'unfrozen {i}', a) for i, a in enumerate(accs)]
     return phases + [('TTA', _tta(learn))]
 

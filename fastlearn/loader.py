@@ -53,15 +53,13 @@ class Loader(DataLoader):
     them at once and collects its own garbage as usual."""
 
     def __iter__(self) -> Any:
-        if not self.num_workers:
-            return super().__iter__()
-        if gc.get_freeze_count():  # the caller freezes objects already
-            it = super().__iter__()
-        else:
+        freeze = self.num_workers > 0 and not gc.get_freeze_count()  # (unless the caller freezes)
+        if freeze:
             gc.freeze()
-            try:
-                it = super().__iter__()
-            finally:
+        try:
+            it = super().__iter__()
+        finally:
+            if freeze:
                 gc.unfreeze()
         _keep_queues(it)
         return it

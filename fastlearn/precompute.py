@@ -127,21 +127,23 @@ def _load(fname: Path, n: int) -> np.ndarray | None:
 def cached_activations(features: nn.Module, dl: Any, folder: Path, prefix: str, key: str, *,
                        device: torch.device, channels_last: bool = True,
                        desc: str | None = None, precision: Precision = FP32,
-                       check: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Load `folder/prefix_key.npy`, or compute it and write it atomically; `check(acts)` (which
-    returns them or raises) sees them first, so that nothing it rejects is written.
+                       check: Callable[[np.ndarray], object] | None = None) -> np.ndarray:
+    """Load `folder/prefix_key.npy`, or compute it and write it atomically; `check(acts)` sees
+    computed activations first and may raise, so that nothing it rejects is written (or loaded
+    later).
 
     Older files with the same prefix and another key were computed from other files, weights or
     transforms: they are removed, since they can never be served again. Several processes read
     the file only if every one finds it; else they compute it together and rank 0 writes it.
     """
     fname = folder / f'{prefix}_{key}.npy'
-    check = check or (lambda a: a)
     acts = _load(fname, len(dl.dataset))
     if all_agree(acts is not None) and acts is not None:  # (the second holds if the first does)
-        return check(acts)
-    acts = check(compute_activations(features, dl, device=device, channels_last=channels_last,
-                                     desc=desc, precision=precision))
+        return acts
+    acts = compute_activations(features, dl, device=device, channels_last=channels_last, desc=desc,
+                               precision=precision)
+    if check is not None:
+        check(acts)
     main_only(_store, acts, folder, prefix, fname)
     return acts
 
